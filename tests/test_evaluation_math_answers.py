@@ -59,3 +59,11 @@ def test_equivalent_answers_are_accepted(predicted, gold):
 )
 def test_different_answers_are_rejected(predicted, gold):
     assert not is_equivalent(predicted, gold)
+
+
+def test_later_of_hash_line_and_answer_sentence_wins():
+    text = "#### 1\nthen 1850 + 50 = 1900\nThe answer is 1900."
+    got = extract_answer(text)
+    assert (got.answer, got.method) == ("1900", math_answers.ANSWER_IS)
+    got = extract_answer("The answer is 3?\nNo.\n#### 4")
+    assert (got.answer, got.method) == ("4", math_answers.HASH)

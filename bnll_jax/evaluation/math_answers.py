@@ -1,9 +1,10 @@
 """Final answers of math solutions: extraction and equivalence grading.
 
 A solution's final answer is read, in order of preference, from the last
-`\\boxed{...}` (braces may nest), a `#### answer` line (GSM8K style), a
-"the answer is ..." sentence, and finally the last number in the text, the
-same fallback order as the Qwen2.5-Math evaluation harness the paper used.
+`\\boxed{...}` (braces may nest); else the later of a `#### answer` line
+(GSM8K style) and a "the answer is ..." sentence; else the last number in
+the text. The Qwen2.5-Math evaluation harness the paper used falls back in
+the same way from the boxed answer to the last number.
 Equivalence is decided by math-verify, which compares numerically (so
 `\\frac{1}{2}` equals `0.5`), symbolically, and after stripping units.
 """
@@ -92,13 +93,17 @@ def extract_answer(text: str) -> Extracted:
     if boxed is not None and boxed.strip():
         return Extracted(_clean(boxed), BOXED)
 
-    hashes = _HASH_RE.findall(text)
-    if hashes:
-        return Extracted(_clean(hashes[-1]), HASH)
-
-    answer_is = _ANSWER_IS_RE.findall(text)
-    if answer_is and _clean(answer_is[-1]):
-        return Extracted(_clean(answer_is[-1]), ANSWER_IS)
+    # A "#### x" line and an "answer is x" sentence rank equally: the
+    # later one is the model's final word.
+    stated = [
+        (match.start(), _clean(match.group(1)), method)
+        for pattern, method in ((_HASH_RE, HASH), (_ANSWER_IS_RE, ANSWER_IS))
+        for match in pattern.finditer(text)
+        if _clean(match.group(1))
+    ]
+    if stated:
+        _, answer, method = max(stated)
+        return Extracted(answer, method)
 
     numbers = _NUMBER_RE.findall(text)
     if numbers:
