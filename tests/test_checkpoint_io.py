@@ -3,6 +3,7 @@
 import json
 import os
 
+import gguf
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -125,7 +126,7 @@ def test_save_with_tokenizer_writes_a_loadable_tokenizer(
 ):
     model, _ = smollm2
     save_pretrained(model, str(tmp_path), smollm2_tokenizer, dtype=jnp.bfloat16)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    tokenizer = load_tokenizer(str(tmp_path))
     text = "Solve 2 + 2."
     assert tokenizer(text)["input_ids"] == smollm2_tokenizer(text)["input_ids"]
     assert tokenizer.chat_template == smollm2_tokenizer.chat_template
@@ -193,3 +194,22 @@ def test_config_checkpoint_mismatch_names_the_tensor(sharded_dir):
 def test_directory_without_weights_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="config.json"):
         from_pretrained(str(tmp_path))
+
+
+def test_gguf_with_unsupported_architecture_names_the_field(tmp_path):
+    path = str(tmp_path / "model.gguf")
+    writer = gguf.GGUFWriter(path, "gpt2")
+    writer.add_tensor("token_embd.weight", np.zeros((4, 8), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ValueError, match="general.architecture.*gpt2"):
+        from_pretrained(path)
+
+
+def test_not_a_gguf_file_names_the_file(tmp_path):
+    path = tmp_path / "broken.gguf"
+    path.write_bytes(b"not a gguf file at all")
+    with pytest.raises(ValueError, match="broken.gguf"):
+        from_pretrained(str(path))

@@ -16,6 +16,7 @@ from bnll_jax.models import (
     ModelConfig,
     Transformer,
     from_pretrained,
+    save_pretrained,
 )
 from bnll_jax.models import config as config_lib
 from bnll_jax.models.transformer import positions_from_segments
@@ -123,7 +124,7 @@ def test_positions_restart_in_every_segment():
     )
 
 
-def test_sharded_loading_matches_unsharded(tiny):
+def test_sharded_loading_matches_unsharded(tiny, tmp_path):
     _, _, directory, model = tiny
     mesh = jax.make_mesh(
         (2, 4), ("fsdp", "tensor"), axis_types=(AxisType.Auto,) * 2
@@ -142,6 +143,12 @@ def test_sharded_loading_matches_unsharded(tiny):
     expected = _logits(model, ids)
     actual = _logits(sharded, ids)
     np.testing.assert_allclose(actual, expected, atol=1e-5)
+
+    # A sharded model saves like an unsharded one.
+    save_pretrained(sharded, str(tmp_path))
+    np.testing.assert_array_equal(
+        _logits(from_pretrained(str(tmp_path)), ids), expected
+    )
 
 
 def test_kv_cache_decoding_matches_full_forward(llama):
@@ -215,6 +222,16 @@ def test_num_params_matches_transformers(tiny):
     params = nnx.state(model, nnx.Param)
     leaves = jax.tree.leaves(params)
     assert sum(x.size for x in leaves) == model.config.num_params()
+
+
+def test_flops_per_token_counts_matmuls_and_attention(llama):
+    _, _, _, model = llama
+    c = model.config
+    # The untied input embedding is a lookup, not a matmul.
+    matmul_params = c.num_params() - c.vocab_size * c.hidden_size
+    assert c.flops_per_token(0) == 6 * matmul_params
+    attention = 12 * c.num_layers * c.num_heads * c.head_dim * 100
+    assert c.flops_per_token(100) - c.flops_per_token(0) == attention
 
 
 def test_every_parameter_has_logical_axis_names(tiny):
