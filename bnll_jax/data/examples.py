@@ -184,7 +184,11 @@ class ExampleEncoder:
             planned.append((index, pieces))
             texts += [text for text, _ in pieces]
 
-        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        ids = (
+            self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+            if texts
+            else []
+        )
         results: list[Example | BadRow] = []
         cursor = 0
         for item in planned:
