@@ -184,17 +184,19 @@ def _encode_all(
         for result in encoder.encode([rows[i] for i in range(start, stop)]):
             if isinstance(result, Example):
                 examples.append(result)
-                continue
-            if on_bad_row == "error":
-                raise ValueError(
-                    f"bad row {result.index} in {rows.name}: {result.reason};"
-                    " fix the row or set on_bad_row='skip'"
-                )
-            bad_rows.append(result)
+            else:
+                bad_rows.append(result)
     # Array-record files hold rows in a hashed order; source order makes
-    # the unshuffled stream and the report read naturally.
+    # the unshuffled stream, the report and the error below read naturally.
     examples.sort(key=lambda e: e.index)
     bad_rows.sort(key=lambda b: b.index)
+    if bad_rows and on_bad_row == "error":
+        first = bad_rows[0]
+        raise ValueError(
+            f"{len(bad_rows)} bad rows in {rows.name}, the first is row "
+            f"{first.index}: {first.reason}; fix the rows or set "
+            "on_bad_row='skip'"
+        )
     return examples, bad_rows
 
 
