@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from data_tokenizers import TOKENIZERS, llama3
 
-from bnll_jax.data.config import DataConfig
+from bnll_jax.data.config import DataConfig, medical_fields
 from bnll_jax.data.examples import BadRow, Example, ExampleEncoder
 from bnll_jax.tokenizer import format_raw_prompt
 
@@ -202,3 +202,35 @@ def test_raw_format_rejects_system_prompt():
         _encoder(
             TOKENIZERS["qwen2.5"](), prompt_format="plain", system_prompt="x"
         )
+
+
+@pytest.mark.parametrize("family", ["qwen", "llama"])
+def test_medical_rows_train_on_the_family_fields(family):
+    tokenizer = llama3()
+    prompts = {
+        "qwen": "<|im_start|>user\nWhich drug?<|im_end|>\n",
+        "llama": "<|begin_of_text|><|start_header_id|>user<|end_header_id|>"
+        "\n\nWhich drug?<|eot_id|>",
+    }
+    row = {
+        "extra_info": {
+            "qwen_prompt": prompts["qwen"],
+            "qwen_reponse_no_thinking": "The answer is A.",
+            "llama_prompt": prompts["llama"],
+            "llama_reponse_no_thinking": "The answer is B.",
+        }
+    }
+    config = DataConfig(dataset="medical", **medical_fields(family))
+    example = _one(ExampleEncoder(tokenizer, config), row)
+
+    # The pre-formatted prompt is used verbatim (format `plain`).
+    prompt_ids = tokenizer(prompts[family], add_special_tokens=False)
+    prompt_ids = prompt_ids.input_ids
+    if family == "qwen":  # No BOS text of its own: the tokenizer's is added.
+        prompt_ids = [tokenizer.bos_token_id, *prompt_ids]
+    n = len(prompt_ids)
+    assert example.tokens[:n].tolist() == prompt_ids
+    masked = example.tokens[example.loss_mask].tolist()
+    answer = "The answer is A." if family == "qwen" else "The answer is B."
+    assert tokenizer.decode(masked[:-1]) == answer
+    assert not example.loss_mask[:n].any()

@@ -271,8 +271,16 @@ class RowSource:
         return len(self._source)
 
     def __getitem__(self, i: int) -> tuple[int, dict[str, Any]]:
-        record = self._source[i]
-        return int(record["index"]), json.loads(record["row"])
+        return _decode(self._source[i])
+
+    def read(self, start: int, stop: int) -> list[tuple[int, dict[str, Any]]]:
+        """Rows `[start, stop)`, read in one batched array_record call."""
+        records = self._source.__getitems__(list(range(start, stop)))
+        return [_decode(record) for record in records]
+
+
+def _decode(record: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    return int(record["index"]), json.loads(record["row"])
 
 
 def open_rows(config: DataConfig) -> RowSource:

@@ -63,7 +63,8 @@ DATASET_DEFAULTS: dict[str, DatasetDefaults] = {
     ),
 }
 
-# The medical rows carry one prompt/response pair per model family.
+# The medical rows carry one prompt/response pair per model family; the
+# paper's Qwen runs read the qwen pair and its Llama runs the llama pair.
 MEDICAL_FIELDS: dict[str, tuple[str, str]] = {
     "qwen": ("extra_info.qwen_prompt", "extra_info.qwen_reponse_no_thinking"),
     "llama": (
@@ -71,6 +72,20 @@ MEDICAL_FIELDS: dict[str, tuple[str, str]] = {
         "extra_info.llama_reponse_no_thinking",
     ),
 }
+
+
+def medical_fields(family: str) -> dict[str, str]:
+    """`prompt_field`/`response_field` of the medical rows for a family.
+
+    Use as `DataConfig(dataset="medical", **medical_fields("llama"))`.
+    """
+    if family not in MEDICAL_FIELDS:
+        raise ValueError(
+            f"no medical fields for model family {family!r}; choose one of "
+            f"{sorted(MEDICAL_FIELDS)}"
+        )
+    prompt_field, response_field = MEDICAL_FIELDS[family]
+    return {"prompt_field": prompt_field, "response_field": response_field}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
