@@ -154,6 +154,7 @@ def test_generated_datasets_are_deterministic(tmp_path, dataset):
 
 def test_figfont_uses_paper_settings_by_default():
     config = builders.builder_config_for(DataConfig(dataset="figfont"))
+    assert config is builders.BnllFigfont.BUILDER_CONFIGS[0]
     assert (config.seed, config.num_train, config.num_test) == (
         42,
         40_000,
@@ -164,3 +165,13 @@ def test_figfont_uses_paper_settings_by_default():
         "max_word_len": 5,
         "space_letters": True,
     }
+
+
+def test_unreachable_hub_dataset_is_a_clear_error(tmp_path):
+    config = DataConfig(
+        dataset="math",
+        path="bnll-tests/absent-dataset",
+        data_dir=str(tmp_path),
+    )
+    with pytest.raises(ValueError, match="could not fetch hub dataset"):
+        builders.open_rows(config)

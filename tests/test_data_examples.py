@@ -1,8 +1,10 @@
 """Rows to examples: exact response-only masks, truncation, bad rows."""
 
+import copy
+
 import numpy as np
 import pytest
-from data_tokenizers import TOKENIZERS, llama3
+from data_tokenizers import TOKENIZERS, llama3, qwen25
 
 from bnll_jax.data.config import DataConfig, medical_fields
 from bnll_jax.data.examples import BadRow, Example, ExampleEncoder
@@ -234,3 +236,22 @@ def test_medical_rows_train_on_the_family_fields(family):
     answer = "The answer is A." if family == "qwen" else "The answer is B."
     assert tokenizer.decode(masked[:-1]) == answer
     assert not example.loss_mask[:n].any()
+
+
+def test_eos_replaces_template_end_of_turn_when_they_differ():
+    # Qwen2.5 base tokenizers end text with <|endoftext|> while the chat
+    # template closes turns with <|im_end|>: responses end with EOS.
+    tokenizer = copy.deepcopy(qwen25())  # Keeps the shared one intact.
+    tokenizer.eos_token = "<|endoftext|>"
+    messages = [
+        {"role": "user", "content": "What is two plus two?"},
+        {"role": "assistant", "content": "4."},
+        {"role": "user", "content": "And three?"},
+        {"role": "assistant", "content": "6."},
+    ]
+    example = _one(_encoder(tokenizer, messages_field="m"), {"m": messages})
+    text = tokenizer.decode(example.tokens.tolist())
+    assert text.count("<|endoftext|>") == 2
+    assert "4.<|endoftext|><|im_start|>user\nAnd three?" in text
+    masked = tokenizer.decode(example.tokens[example.loss_mask].tolist())
+    assert masked == "4.<|endoftext|>6.<|endoftext|>"

@@ -218,6 +218,16 @@ def _local_fingerprint(path: str) -> str:
 
 def builder_config_for(config: DataConfig) -> tfds.core.BuilderConfig:
     """The TFDS builder config a `DataConfig` asks for."""
+    wanted = _builder_config(config)
+    # TFDS accepts a config named like a registered one only if it is that
+    # very object.
+    for registered in BUILDERS[config.dataset].BUILDER_CONFIGS:
+        if registered.name == wanted.name:
+            return registered
+    return wanted
+
+
+def _builder_config(config: DataConfig) -> tfds.core.BuilderConfig:
     if config.dataset in ("figfont", "gsm_symbolic"):
         default = BUILDERS[config.dataset].BUILDER_CONFIGS[0]
         num_train, num_test = config.num_generated or (
