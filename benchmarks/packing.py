@@ -31,8 +31,9 @@ def main() -> None:
     parser.add_argument(
         "--num-rows",
         type=int,
-        default=10_000,
-        help="rows generated for figfont/gsm_symbolic",
+        default=None,
+        help="train rows generated for figfont/gsm_symbolic (default: the "
+        "builder's, 40000 for figfont and 10000 for gsm_symbolic)",
     )
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--data-dir", default=None)
@@ -46,7 +47,7 @@ def main() -> None:
         data_dir=data_dir,
         max_length=args.max_length,
         batch_size=args.batch_size,
-        num_generated=(args.num_rows, 1),
+        num_generated=None if args.num_rows is None else (args.num_rows, 1),
     )
     results = {}
     for packing in (True, False):

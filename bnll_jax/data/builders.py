@@ -276,6 +276,12 @@ class RowSource:
             )
         self.name = f"{builder.name}/{builder.builder_config.name}:{split}"
         self._source = builder.as_data_source(split=split)
+        # Identifies this build of the rows: a rebuilt dataset (new
+        # dataset_info.json) invalidates caches derived from the old one.
+        info = os.path.join(builder.data_dir, "dataset_info.json")
+        built = os.stat(info).st_mtime_ns if os.path.exists(info) else 0
+        self.fingerprint = f"{self.name}:{builder.version}:{len(self)}:{built}"
+        self.cache_dir = os.path.join(builder.data_dir, "bnll_tokenized")
 
     def __len__(self) -> int:
         return len(self._source)

@@ -119,6 +119,8 @@ class DataConfig:
       shuffle: shuffle examples (and packed rows) each epoch.
       num_generated: rows generated per split for figfont/gsm_symbolic, as
         `(train, test)`; `None` uses the paper's sizes.
+      cache_tokenized: keep tokenized examples next to the dataset files
+        and reuse them while rows, tokenizer and settings are unchanged.
       read_threads / prefetch_buffer_size: grain's threaded prefetching.
     """
 
@@ -140,6 +142,7 @@ class DataConfig:
     num_epochs: int = 1
     shuffle: bool = True
     num_generated: tuple[int, int] | None = None
+    cache_tokenized: bool = True
     read_threads: int = 2
     prefetch_buffer_size: int = 8
 

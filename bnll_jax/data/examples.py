@@ -328,6 +328,24 @@ class TokenizedExamples:
             [e.loss_mask for e in examples] or [empty_b]
         )
 
+    @classmethod
+    def from_arrays(
+        cls,
+        *,
+        tokens: np.ndarray,
+        loss_mask: np.ndarray,
+        offsets: np.ndarray,
+        indices: np.ndarray,
+    ) -> TokenizedExamples:
+        """Rebuilds examples from the arrays of another instance."""
+        self = cls.__new__(cls)
+        self.tokens = np.asarray(tokens, np.int32)
+        self.loss_mask = np.asarray(loss_mask, bool)
+        self.offsets = np.asarray(offsets, np.int64)
+        self.indices = np.asarray(indices, np.int64)
+        self.lengths = np.diff(self.offsets)
+        return self
+
     def __len__(self) -> int:
         return len(self.lengths)
 
