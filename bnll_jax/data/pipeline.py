@@ -157,10 +157,26 @@ def prepare_data(config: DataConfig, tokenizer: Any) -> PreparedData:
     num_fill = -len(plan) % config.batch_size
     plan += [[] for _ in range(num_fill)]
 
-    seq_len = config.max_length
+    report = _report(rows, config, tokenized, plan, bad_rows, truncated)
     pad_id = tokenizer.pad_token_id
     pad_id = tokenizer.eos_token_id if pad_id is None else pad_id
-    report = DataReport(
+    log = logger.warning if bad_rows or report.truncated_rows else logger.info
+    log("%s", report.summary())
+    return PreparedData(config, tokenized, plan, int(pad_id), report)
+
+
+def _report(
+    rows: builders.RowSource,
+    config: DataConfig,
+    tokenized: TokenizedExamples,
+    plan: list[list[int]],
+    bad_rows: list[BadRow],
+    truncated: tuple[int, ...],
+) -> DataReport:
+    seq_len = config.max_length
+    num_fill = sum(1 for row in plan if not row)
+    steps = len(plan) // config.batch_size
+    return DataReport(
         source=rows.name,
         num_rows=len(rows),
         num_examples=len(tokenized),
@@ -173,21 +189,16 @@ def prepare_data(config: DataConfig, tokenizer: Any) -> PreparedData:
         num_batch_rows=len(plan),
         num_fill_rows=num_fill,
         padding_fraction=packing.padding_fraction(
-            tokenized.lengths, plan[: len(plan) - num_fill], seq_len
+            tokenized.lengths, [row for row in plan if row], seq_len
         ),
         batch_padding_fraction=packing.padding_fraction(
             tokenized.lengths, plan, seq_len
         ),
         unpacked_padding_fraction=1.0
         - float(tokenized.lengths.mean()) / seq_len,
-        steps=len(plan) // config.batch_size,
-        examples_per_step=len(tokenized)
-        * config.num_epochs
-        / (len(plan) // config.batch_size),
+        steps=steps,
+        examples_per_step=len(tokenized) * config.num_epochs / steps,
     )
-    log = logger.warning if bad_rows or report.truncated_rows else logger.info
-    log("%s", report.summary())
-    return PreparedData(config, tokenized, plan, int(pad_id), report)
 
 
 def _tokenize(
