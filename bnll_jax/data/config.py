@@ -114,6 +114,9 @@ class DataConfig:
       packing: pack several examples into each row; otherwise one padded
         example per row.
       batch_size: global batch size in rows, split evenly across hosts.
+        A packed row holds several examples (the report's
+        `examples_per_step` says how many per batch), so matching the
+        paper's 256 examples per step takes far fewer packed rows.
       seed: seeds the shuffle and packing order of every epoch.
       num_epochs: passes over the data.
       shuffle: shuffle examples (and packed rows) each epoch.

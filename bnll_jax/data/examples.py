@@ -140,9 +140,11 @@ class ExampleEncoder:
                 )
             pieces.append((content, True))
 
-            # The template's own end-of-turn text is replaced by EOS; any
-            # text it puts after that (often a newline) starts the next
-            # prompt piece.
+            # EOS stands in for the template's end-of-turn text. Where that
+            # text is EOS, what follows it (often a newline) starts the next
+            # prompt piece; where it is another marker (base tokenizers
+            # whose EOS differs from the template's), marker and newline
+            # are left out.
             tail = body[len(content) :]
             consumed = before + content
             if tail.startswith(self.eos_text):
