@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tiny_checkpoints
 import torch
 from flax import nnx
 from jax.sharding import AxisType
@@ -20,6 +19,7 @@ from bnll_jax.models import (
 )
 from bnll_jax.models import config as config_lib
 from bnll_jax.models.transformer import positions_from_segments
+from tests import tiny_checkpoints
 
 RULES = (
     ("vocab", "tensor"),
