@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in SUBCOMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text)
         sub_parser.set_defaults(_module=module)
-        # Argument definitions are cheap; import only this module's parser.
+        # Subcommand modules import jax and friends inside run(), so
+        # building the parser stays fast.
         importlib.import_module(module).add_arguments(sub_parser)
     return parser
 
@@ -48,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # JAX logs its backend probing (e.g. no TPU found) at INFO.
+    logging.getLogger("jax").setLevel(
+        max(logging.WARNING, logging.getLogger().level)
     )
     try:
         return importlib.import_module(args._module).run(args) or 0

@@ -12,8 +12,7 @@ from bnll_jax import presets
 
 # Raw prompt formats for base models; `{question}` is the user's problem.
 _BOXED = (
-    "Please reason step by step, and put your final answer within "
-    "\\boxed{{}}."
+    "Please reason step by step, and put your final answer within \\boxed{{}}."
 )
 RAW_PROMPT_FORMATS: dict[str, str] = {
     # The Qwen2.5-Math evaluation harness format.

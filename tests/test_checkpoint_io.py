@@ -7,7 +7,6 @@ import gguf
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tiny_checkpoints
 import torch
 import transformers
 from flax import nnx
@@ -15,6 +14,7 @@ from flax import nnx
 from bnll_jax import presets
 from bnll_jax.models import check_vocab, from_pretrained, save_pretrained
 from bnll_jax.tokenizer import load_tokenizer
+from tests import tiny_checkpoints
 
 
 @nnx.jit

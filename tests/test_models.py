@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tiny_checkpoints
 import torch
 from flax import nnx
 from jax.sharding import AxisType
@@ -20,6 +19,7 @@ from bnll_jax.models import (
 )
 from bnll_jax.models import config as config_lib
 from bnll_jax.models.transformer import positions_from_segments
+from tests import tiny_checkpoints
 
 RULES = (
     ("vocab", "tensor"),
@@ -315,3 +315,33 @@ def test_random_init_model_runs_with_segment_ids():
     assert hidden.shape == (2, 5, 16)
     assert np.isfinite(np.asarray(hidden)).all()
     assert dataclasses.is_dataclass(model.config)
+
+
+def test_remat_saves_only_block_inputs_for_backward():
+    # Shapes only: which activations the backward pass keeps is decided
+    # at trace time, so no compile is needed.
+    def residual_shapes(remat):
+        config = ModelConfig(
+            vocab_size=32,
+            hidden_size=16,
+            num_layers=2,
+            num_heads=2,
+            num_kv_heads=1,
+            head_dim=8,
+            intermediate_size=48,
+            remat=remat,
+        )
+        model = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0)))
+        graphdef, state = nnx.split(model)
+        ids = jnp.zeros((2, 24), jnp.int32)
+
+        def loss(s):
+            return nnx.merge(graphdef, s)(ids).sum()
+
+        # The VJP closure's leaves are exactly what the backward keeps.
+        vjp_fn = jax.eval_shape(lambda s: jax.vjp(loss, s)[1], state)
+        return {tuple(x.shape) for x in jax.tree.leaves(vjp_fn)}
+
+    mlp_activation = (2, 24, 48)
+    assert mlp_activation in residual_shapes(remat=False)
+    assert mlp_activation not in residual_shapes(remat=True)
