@@ -111,8 +111,12 @@ def test_gsm_symbolic_rejects_non_numeric_gold(tmp_path):
 
 
 def test_generated_figfont_split_is_deterministic():
-    first = benchmarks.generate_reasoning_gym("figfont", start=40_000, size=2)
-    again = benchmarks.generate_reasoning_gym("figfont", start=40_000, size=2)
+    first = benchmarks.generate_reasoning_gym(
+        "figfont", seed=42, start=40_000, size=2
+    )
+    again = benchmarks.generate_reasoning_gym(
+        "figfont", seed=42, start=40_000, size=2
+    )
     assert first == again
     assert first[0].id == "figfont-40000"
     assert first[0].answer.isupper() and 2 <= len(first[0].answer) <= 5

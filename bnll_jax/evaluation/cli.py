@@ -53,6 +53,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "qwen-boxed, deepseek-math, llama-base-boxed, plain",
     )
     parser.add_argument(
+        "--system",
+        default=None,
+        help="system turn for chat prompts (default: the task's own, "
+        "figfont only; '' for none); use what the model was trained with",
+    )
+    parser.add_argument(
+        "--generated-start",
+        type=int,
+        default=None,
+        help="figfont/gsm_symbolic without --data: first reasoning-gym "
+        "index of the test split (default: the data builder's)",
+    )
+    parser.add_argument(
+        "--generated-size",
+        type=int,
+        default=None,
+        help="figfont/gsm_symbolic without --data: test split size",
+    )
+    parser.add_argument(
         "--tokenizer",
         default=None,
         help="tokenizer to use (default: the model's own)",
@@ -92,14 +111,15 @@ def _settings(args, task):
     )
 
 
-def _prompts(task, problems, tokenizer, prompt_format):
+def _prompts(task, problems, tokenizer, prompt_format, system):
     """Prompt strings and whether the tokenizer should add BOS."""
     from bnll_jax import tokenizer as tokenizer_lib
     from bnll_jax.generation import text
 
     if prompt_format == "chat":
+        system = task.system if system is None else (system or None)
         prompts = [
-            text.chat_prompt(tokenizer, task.user_message(p), task.system)
+            text.chat_prompt(tokenizer, task.user_message(p), system)
             for p in problems
         ]
         return prompts, False
@@ -145,7 +165,12 @@ def run(args: argparse.Namespace) -> int:
     from bnll_jax.generation import generate_text
 
     task = tasks.get(args.task)
-    problems = task.load(args.data)
+    if isinstance(task, tasks.ReasoningGymTask):
+        problems = task.load(
+            args.data, args.generated_start, args.generated_size
+        )
+    else:
+        problems = task.load(args.data)
     if args.limit is not None:
         problems = problems[: args.limit]
     if not problems:
@@ -164,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
             "batch size rounded up to %d (%d data shards)", batch_size, shards
         )
     prompts, add_special = _prompts(
-        task, problems, tokenizer, args.prompt_format
+        task, problems, tokenizer, args.prompt_format, args.system
     )
     logger.info(
         "evaluating %s on %d %s problems, %d samples each",
@@ -207,6 +232,7 @@ def run(args: argparse.Namespace) -> int:
         "model": args.model,
         "data": args.data,
         "prompt_format": args.prompt_format,
+        "system": args.system,
         "sampling": {
             "temperature": config.temperature,
             "top_p": config.top_p,
@@ -217,6 +243,8 @@ def run(args: argparse.Namespace) -> int:
         "problems": len(problems),
         "unfinished_samples": sum(not s["finished"] for s in samples),
         "generated_tokens": generation.generated_tokens,
+        "seconds": generation.seconds,
+        "compile_seconds": generation.compile_seconds,
         "tokens_per_second": generation.tokens_per_second,
         "metrics": task.summarise(samples),
     }
@@ -228,7 +256,8 @@ def run(args: argparse.Namespace) -> int:
     print(_table({"metrics": summary["metrics"]}))
     print(
         f"{generation.generated_tokens} tokens at "
-        f"{generation.tokens_per_second:.1f} tokens/s; "
+        f"{generation.tokens_per_second:.1f} tokens/s (compilation, "
+        f"{generation.compile_seconds:.1f} s, excluded); "
         f"{summary['unfinished_samples']} samples hit --max-new-tokens; "
         f"wrote {args.out}/samples.jsonl and summary.json"
     )

@@ -196,21 +196,35 @@ class MCQTask(Task):
 
 
 class ReasoningGymTask(Task):
-    """Shared loading for tasks whose data reasoning-gym generates."""
+    """Tasks whose data reasoning-gym generates.
 
-    generate_start = 40_000
-    generate_size = 5_000
+    Without --data, the test split is generated exactly as the data
+    pipeline's builder defines it (`bnll_jax.data.builders`: same seed,
+    entries after the training range), so a model trained on the default
+    dataset is evaluated on its held-out split.
+    """
 
-    def load(self, paths: Sequence[str]) -> list[Problem]:
-        if not paths:
-            return benchmarks.generate_reasoning_gym(
-                self.name, start=self.generate_start, size=self.generate_size
-            )
-        return [
-            p
-            for path in paths
-            for p in benchmarks.load_reasoning_gym(path, self.name)
-        ]
+    def load(
+        self,
+        paths: Sequence[str],
+        start: int | None = None,
+        size: int | None = None,
+    ) -> list[Problem]:
+        if paths:
+            return [
+                p
+                for path in paths
+                for p in benchmarks.load_reasoning_gym(path, self.name)
+            ]
+        from bnll_jax.data.builders import BUILDERS
+
+        split = BUILDERS[self.name].BUILDER_CONFIGS[0]
+        return benchmarks.generate_reasoning_gym(
+            self.name,
+            seed=split.seed,
+            start=split.num_train if start is None else start,
+            size=split.num_test if size is None else size,
+        )
 
 
 class FigfontTask(ReasoningGymTask):
@@ -252,7 +266,6 @@ class FigfontTask(ReasoningGymTask):
 class GsmSymbolicTask(ReasoningGymTask):
     name = "gsm_symbolic"
     defaults = Defaults(num_samples=1, temperature=0.0, max_new_tokens=512)
-    generate_size = 500
 
     def score(self, completion: str, problem: Problem) -> Scored:
         extracted = gsm_symbolic.extract_answer(completion)
