@@ -176,3 +176,11 @@ def test_training_checkpoint_directories_are_recognised(tmp_path):
     hf.mkdir()
     (hf / "config.json").write_text("{}")
     assert loading._checkpoint_directory(str(hf)) is None
+
+
+def test_limit_keeps_the_first_problems_of_every_benchmark():
+    from bnll_jax.evaluation.benchmarks import Problem
+
+    problems = [Problem(f"{s}{i}", "q", "1", s) for s in "ab" for i in range(3)]
+    kept = cli._first_per_source(problems, 2)
+    assert [p.id for p in kept] == ["a0", "a1", "b0", "b1"]

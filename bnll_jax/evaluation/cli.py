@@ -77,7 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="tokenizer to use (default: the model's own)",
     )
     parser.add_argument(
-        "--limit", type=int, default=None, help="evaluate the first N only"
+        "--limit",
+        type=int,
+        default=None,
+        help="evaluate the first N problems of each benchmark/source",
     )
     parser.add_argument(
         "--dtype",
@@ -135,6 +138,17 @@ def _prompts(task, problems, tokenizer, prompt_format, system):
     return prompts, True
 
 
+def _first_per_source(problems, limit: int):
+    """The first `limit` problems of each benchmark (source), in order."""
+    taken: dict[str, int] = {}
+    kept = []
+    for problem in problems:
+        if taken.get(problem.source, 0) < limit:
+            taken[problem.source] = taken.get(problem.source, 0) + 1
+            kept.append(problem)
+    return kept
+
+
 def _write_jsonl(path: str, rows) -> None:
     with open(path, "w", encoding="utf-8") as file:
         for row in rows:
@@ -172,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         problems = task.load(args.data)
     if args.limit is not None:
-        problems = problems[: args.limit]
+        problems = _first_per_source(problems, args.limit)
     if not problems:
         raise ValueError("no problems to evaluate (empty data or --limit 0)")
     config = _settings(args, task)

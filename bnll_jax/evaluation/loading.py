@@ -68,6 +68,9 @@ def _checkpoint_directory(path: str) -> str | None:
 
 
 def _from_training_checkpoint(directory: str, dtype: str, mesh):
+    # TODO: written against the training package's `restore_params` and
+    # `abstract_parts`, which are not merged into this branch yet; this
+    # path has no test until they are.
     from flax import nnx
 
     from bnll_jax.models.config import from_hf_config

@@ -38,6 +38,7 @@ from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from bnll_jax.generation.sampling import SamplingConfig, next_token
+from bnll_jax.models import KVCache
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +108,6 @@ def _decode_loop(
     batch_spec: PartitionSpec | None,
 ):
     """Prefill and decode: tokens [B*n, max_new] and their counts [B*n]."""
-    from bnll_jax.models import KVCache
-
     b, p = tokens_bp.shape
     n, max_new = config.num_samples, config.max_new_tokens
 
