@@ -3,11 +3,12 @@
 Greedy decoding of SmolLM2-135M (fp32) on the same left-padded chat
 prompts: `bnll_jax.generation.generate` (one jitted prefill + while-loop
 program, timed after a warm-up call that compiles it) against
-`transformers` `generate` (PyTorch, KV cache, one thread per core), and
+`transformers` `generate` (PyTorch, KV cache), and
 against decoding without a cache (the full sequence re-run every step, as
 `generate` would do without the cache seam). Prints tokens/s and ratios.
 
     python benchmarks/generation_throughput.py [--batch 8] [--new 64]
+        [--torch-threads 1]
 """
 
 from __future__ import annotations
@@ -78,11 +79,14 @@ def uncached(model, prompts, new_tokens):
     return len(prompts) * new_tokens, time.perf_counter() - start
 
 
-def transformers_generate(prompts_text, tokenizer, new_tokens):
+def transformers_generate(prompts_text, tokenizer, new_tokens, threads):
     import torch
     from transformers import AutoModelForCausalLM
 
     from bnll_jax import presets
+
+    if threads:
+        torch.set_num_threads(threads)
 
     source = presets.resolve("smollm2-135m")
     model = AutoModelForCausalLM.from_pretrained(
@@ -114,6 +118,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--new", type=int, default=64)
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads (0: torch's default); 1 avoids "
+        "OpenMP spin-waiting on a busy shared machine",
+    )
     args = parser.parse_args()
 
     from bnll_jax.models import from_pretrained
@@ -135,7 +146,9 @@ def main() -> None:
     rows = {
         "bnll_jax KV cache": ours(model, prompts, args.new, args.batch),
         "bnll_jax no cache": uncached(model, prompts, args.new),
-        "transformers": transformers_generate(texts, tokenizer, args.new),
+        "transformers": transformers_generate(
+            texts, tokenizer, args.new, args.torch_threads
+        ),
     }
     base = rows["bnll_jax KV cache"][0] / rows["bnll_jax KV cache"][1]
     print(f"batch {args.batch}, {args.new} new tokens, greedy, fp32")

@@ -12,6 +12,7 @@ Equivalence is decided by math-verify, which compares numerically (so
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import re
 
@@ -119,16 +120,25 @@ def is_equivalent(predicted: str | None, gold: str) -> bool:
     """
     if predicted is None or not predicted.strip():
         return False
-    from math_verify import parse, verify
+    from math_verify import verify
 
-    gold_parsed = parse(f"${_clean(gold)}$")
-    predicted_parsed = parse(f"${_clean(predicted)}$")
+    gold_parsed = _parse(gold)
+    predicted_parsed = _parse(predicted)
     if not gold_parsed:
         # A gold answer math-verify cannot read would mark every sample
         # wrong; fall back to a normalised string comparison and say so.
         logger.warning("math-verify cannot parse gold answer %r", gold)
         return _normalise(predicted) == _normalise(gold)
-    return bool(verify(gold_parsed, predicted_parsed))
+    return bool(verify(list(gold_parsed), list(predicted_parsed)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(answer: str) -> tuple:
+    # Cached: with 16 samples per problem the gold answer and frequent
+    # predictions are parsed once.
+    from math_verify import parse
+
+    return tuple(parse(f"${_clean(answer)}$"))
 
 
 def _normalise(answer: str) -> str:
