@@ -259,7 +259,7 @@ def generate(
         raise ValueError(
             f"prompts {empty[:5]} are empty; every prompt needs a token"
         )
-    batch_spec = None
+    batch_spec, shards = None, 1
     if mesh is not None:
         if any(t == AxisType.Explicit for t in mesh.axis_types):
             raise ValueError(
@@ -274,6 +274,9 @@ def generate(
                 f"batch_size {batch_size} must be a multiple of the "
                 f"{shards} data shards of the mesh"
             )
+    # Fewer prompts than a batch: shrink the batch (to a multiple of the
+    # data shards) rather than decode rows of padding.
+    batch_size = min(batch_size, -(-len(prompts) // shards) * shards)
 
     graphdef, state = nnx.split(model)
     programs = _compiled(
