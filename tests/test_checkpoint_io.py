@@ -1,7 +1,6 @@
 """Checkpoint I/O: GGUF and safetensors loading, saving, bad input."""
 
 import json
-import os
 
 import gguf
 import jax.numpy as jnp
@@ -11,7 +10,6 @@ import torch
 import transformers
 from flax import nnx
 
-from bnll_jax import presets
 from bnll_jax.models import check_vocab, from_pretrained, save_pretrained
 from bnll_jax.tokenizer import load_tokenizer
 from tests import tiny_checkpoints
@@ -20,18 +18,6 @@ from tests import tiny_checkpoints
 @nnx.jit
 def _logits(model, ids):
     return model.logits(model(ids))
-
-
-@pytest.fixture(scope="module")
-def smollm2():
-    """SmolLM2-135M from the shipped GGUF, loaded by both sides."""
-    path = presets.smollm2_gguf_path()
-    hf_model = transformers.AutoModelForCausalLM.from_pretrained(
-        os.path.dirname(path),
-        gguf_file=os.path.basename(path),
-        dtype=torch.float32,
-    ).eval()
-    return from_pretrained("smollm2-135m"), hf_model
 
 
 @pytest.fixture(scope="module")
