@@ -199,3 +199,23 @@ def test_not_a_gguf_file_names_the_file(tmp_path):
     path.write_bytes(b"not a gguf file at all")
     with pytest.raises(ValueError, match="broken.gguf"):
         from_pretrained(str(path))
+
+
+def test_hub_id_loads_from_the_hf_cache_offline(
+    tiny_llama, tmp_path, monkeypatch
+):
+    import huggingface_hub.constants
+
+    _, model = tiny_llama
+    repo = tmp_path / "models--test-org--tiny-llama"
+    commit = "0" * 40
+    save_pretrained(model, str(repo / "snapshots" / commit))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(
+        huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path)
+    )
+
+    cached = from_pretrained("test-org/tiny-llama")
+    ids = jnp.asarray(_ids((1, 8)))
+    np.testing.assert_array_equal(_logits(cached, ids), _logits(model, ids))
