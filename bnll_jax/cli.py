@@ -19,6 +19,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "bnll_jax.analyze",
         "gradient weights of objectives, computed with jax.grad",
     ),
+    "diagnose": (
+        "bnll_jax.diagnose",
+        "where a model and dataset sit on the capability continuum",
+    ),
     "eval": (
         "bnll_jax.evaluation.cli",
         "generate on a benchmark and score it (math, mcq, figfont, ...)",

@@ -1,7 +1,6 @@
 """Checkpoint I/O: GGUF and safetensors loading, saving, bad input."""
 
 import json
-import os
 
 import gguf
 import jax.numpy as jnp
@@ -11,7 +10,6 @@ import torch
 import transformers
 from flax import nnx
 
-from bnll_jax import presets
 from bnll_jax.models import check_vocab, from_pretrained, save_pretrained
 from bnll_jax.tokenizer import load_tokenizer
 from tests import tiny_checkpoints
@@ -20,18 +18,6 @@ from tests import tiny_checkpoints
 @nnx.jit
 def _logits(model, ids):
     return model.logits(model(ids))
-
-
-@pytest.fixture(scope="module")
-def smollm2():
-    """SmolLM2-135M from the shipped GGUF, loaded by both sides."""
-    path = presets.smollm2_gguf_path()
-    hf_model = transformers.AutoModelForCausalLM.from_pretrained(
-        os.path.dirname(path),
-        gguf_file=os.path.basename(path),
-        dtype=torch.float32,
-    ).eval()
-    return from_pretrained("smollm2-135m"), hf_model
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +199,23 @@ def test_not_a_gguf_file_names_the_file(tmp_path):
     path.write_bytes(b"not a gguf file at all")
     with pytest.raises(ValueError, match="broken.gguf"):
         from_pretrained(str(path))
+
+
+def test_hub_id_loads_from_the_hf_cache_offline(
+    tiny_llama, tmp_path, monkeypatch
+):
+    import huggingface_hub.constants
+
+    _, model = tiny_llama
+    repo = tmp_path / "models--test-org--tiny-llama"
+    commit = "0" * 40
+    save_pretrained(model, str(repo / "snapshots" / commit))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(
+        huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path)
+    )
+
+    cached = from_pretrained("test-org/tiny-llama")
+    ids = jnp.asarray(_ids((1, 8)))
+    np.testing.assert_array_equal(_logits(cached, ids), _logits(model, ids))

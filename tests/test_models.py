@@ -154,20 +154,32 @@ def test_sharded_loading_matches_unsharded(tiny, tmp_path):
 def test_kv_cache_decoding_matches_full_forward(llama):
     _, _, _, model = llama
     ids = jnp.asarray(_ids((2, 10), seed=4))
-    positions = jnp.broadcast_to(jnp.arange(10), (2, 10))
-    expected = _logits(model, ids)
-    decode = nnx.jit(lambda m, x, p, c: m.decode(x, p, c))
+    # Row 0 is left-padded by 3, as a generation batch would be.
+    segment_ids = jnp.asarray([[0] * 3 + [1] * 7, [1] * 10])
+    positions = positions_from_segments(segment_ids)
+    expected = _logits(model, ids, segment_ids)
+    decode = nnx.jit(lambda m, x, p, s, c: m.decode(x, p, c, s))
 
     cache = KVCache.init(model.config, batch=2, max_len=16)
-    hidden, cache = decode(model, ids[:, :7], positions[:, :7], cache)
+    hidden, cache = decode(
+        model, ids[:, :7], positions[:, :7], segment_ids[:, :7], cache
+    )
     steps = [hidden]
     for t in range(7, 10):
+        window = slice(t, t + 1)
         hidden, cache = decode(
-            model, ids[:, t : t + 1], positions[:, t : t + 1], cache
+            model,
+            ids[:, window],
+            positions[:, window],
+            segment_ids[:, window],
+            cache,
         )
         steps.append(hidden)
     actual = model.logits(jnp.concatenate(steps, axis=1))
-    np.testing.assert_allclose(actual, expected, atol=1e-5)
+    real = np.asarray(segment_ids) > 0
+    np.testing.assert_allclose(
+        np.asarray(actual)[real], np.asarray(expected)[real], atol=1e-5
+    )
     assert int(cache.end_index) == 10
 
 
@@ -345,3 +357,24 @@ def test_remat_saves_only_block_inputs_for_backward():
     mlp_activation = (2, 24, 48)
     assert mlp_activation in residual_shapes(remat=False)
     assert mlp_activation not in residual_shapes(remat=True)
+
+
+def test_splash_attention_matches_xla_on_packed_gqa_input():
+    # On CPU the Pallas kernel runs in interpret mode: same code as on TPU.
+    from bnll_jax.models import attention
+
+    keys = jax.random.split(jax.random.key(0), 3)
+    q = jax.random.normal(keys[0], (1, 128, 4, 16))
+    k = jax.random.normal(keys[1], (1, 128, 2, 16))
+    v = jax.random.normal(keys[2], (1, 128, 2, 16))
+    # Left padding, two packed sequences, right padding.
+    segment_ids = jnp.array([[0] * 10 + [1] * 50 + [2] * 50 + [0] * 18])
+
+    def attend(name, q):
+        fn = attention.get(name)
+        return fn(q, k, v, segment_ids, segment_ids, 0)
+
+    np.testing.assert_allclose(attend("splash", q), attend("xla", q), atol=1e-5)
+    grad_splash = jax.grad(lambda q: attend("splash", q).sum())(q)
+    grad_xla = jax.grad(lambda q: attend("xla", q).sum())(q)
+    np.testing.assert_allclose(grad_splash, grad_xla, atol=1e-4)
