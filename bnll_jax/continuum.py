@@ -62,9 +62,27 @@ class Diagnosis:
     recommendation: Recommendation
     borderline: bool
 
+    @property
+    def quantile_thresholds(self) -> dict[int, str]:
+        """Percentile -> the fixed-threshold spec keeping tokens above it.
+
+        The paper's Fig. 5 thresholds are percentiles of the base model's
+        token probabilities; on its model-strong pair -log p above the
+        30th and 1-p above the 5th did best. Apply the q to either base
+        (`top_logp:<q>` or `top_p:<q>`).
+        """
+        return {
+            q: f"top_logp:{_round_down(p)}"
+            for q, p in self.percentiles.items()
+            if q <= 50
+        }
+
     def to_json(self) -> dict:
         out = dataclasses.asdict(self)
         out["percentiles"] = {str(k): v for k, v in self.percentiles.items()}
+        out["quantile_thresholds"] = {
+            str(k): v for k, v in self.quantile_thresholds.items()
+        }
         return out
 
 

@@ -318,6 +318,13 @@ def _print_summary(diagnosis: continuum.Diagnosis, context: dict) -> None:
                 f"{q}%:{v:.3f}" for q, v in diagnosis.percentiles.items()
             ),
         ),
+        (
+            "keep p >= percentile",
+            "  ".join(
+                f"{q}%:{spec.split(':')[1]}"
+                for q, spec in diagnosis.quantile_thresholds.items()
+            ),
+        ),
         ("band", rec.band + (" (borderline)" if diagnosis.borderline else "")),
         ("use objective", rec.objective),
         ("worth a sweep", ", ".join(rec.alternatives)),

@@ -88,3 +88,14 @@ def test_borderline_when_interval_crosses_a_band_edge():
 def test_empty_input_is_a_clear_error():
     with pytest.raises(ValueError, match="empty loss mask"):
         continuum.diagnose(np.array([]), np.array([]))
+
+
+def test_quantile_threshold_specs_parse_and_match_percentiles():
+    probs, ids = _sample(0.7)
+    result = continuum.diagnose(probs, ids)
+    for q, spec in result.quantile_thresholds.items():
+        objective = parse(spec)
+        assert objective.threshold == "top"
+        assert result.percentiles[q] - 1e-3 <= objective.q
+        assert objective.q <= result.percentiles[q]
+    assert "quantile_thresholds" in result.to_json()
