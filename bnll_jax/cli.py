@@ -19,6 +19,14 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "bnll_jax.analyze",
         "gradient weights of objectives, computed with jax.grad",
     ),
+    "train": (
+        "bnll_jax.train",
+        "train or resume a run: bnll train CONFIG [key=value ...]",
+    ),
+    "export": (
+        "bnll_jax.export",
+        "export a checkpoint in Hugging Face format",
+    ),
 }
 
 

@@ -1,0 +1,331 @@
+"""The training run: set-up, resume, the step loop, checkpoints, export.
+
+Restarting the same command continues from the latest complete checkpoint
+with the same parameters, optimizer state, RNG and data position, so a run
+killed at any moment ends with the weights of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from bnll_jax import objectives, sharding
+from bnll_jax.training import checkpoint, data, metrics, optimizer, state
+from bnll_jax.training import step as step_lib
+from bnll_jax.training.config import TrainConfig, total_steps, validate
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    state: step_lib.TrainState
+    parts: state.ModelParts
+    checkpoint_dir: str
+    export_dir: str | None
+    last_metrics: dict[str, float]
+
+
+def _rules(config: TrainConfig) -> sharding.Rules:
+    extra = tuple((name, axis) for name, axis in config.mesh.rules)
+    return extra + sharding.DEFAULT_RULES
+
+
+def _load_model(config: TrainConfig, seed: int):
+    """(parts, params or None): None means "initialise randomly"."""
+    if config.model.name == "tiny":
+        model_config = state.tiny_model_config(config.model)
+        return state.abstract_parts(model_config, seed), None
+    from bnll_jax.models import from_pretrained
+
+    model = from_pretrained(config.model.name, dtype=config.model.dtype)
+    parts, params = state.split_model(model)
+    return parts, params
+
+
+def _model_json(parts: state.ModelParts, config: TrainConfig) -> dict:
+    from bnll_jax.models.config import to_hf_config
+
+    tokenizer = config.model.tokenizer
+    if tokenizer is None and config.model.name != "tiny":
+        tokenizer = config.model.name
+    return {"hf_config": to_hf_config(parts.config), "tokenizer": tokenizer}
+
+
+def _device_metrics(values: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in jax.device_get(values).items()}
+
+
+class _Evaluator:
+    """Loss on the first `eval.batches` batches of the unshuffled source.
+
+    Like the paper's validation set, these are training rows: the loss
+    tracks fitting, not generalisation.
+    """
+
+    def __init__(self, config, source, parts, settings, batch_sharding):
+        self._config = config
+        self._source = source
+        self._batch_sharding = batch_sharding
+        self._fn = jax.jit(
+            functools.partial(
+                step_lib.eval_step,
+                graphdef=parts.graphdef,
+                rest=parts.rest,
+                settings=settings,
+            )
+        )
+
+    def __call__(self, params) -> dict[str, float]:
+        iterator = data.batch_iterator(
+            self._source,
+            batch_size=self._config.data.batch_size,
+            micro_batches=self._config.micro_batches,
+            epochs=1,
+            seed=self._config.data.seed,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+        totals = None
+        for local in itertools.islice(iterator, self._config.eval.batches):
+            batch = sharding.global_batch(local, self._batch_sharding)
+            out = self._fn(params, batch)
+            totals = (
+                out
+                if totals is None
+                else jax.tree.map(lambda a, b: a + b, totals, out)
+            )
+        totals = jax.device_get(totals)
+        return {
+            "eval_loss": float(totals.loss_sum / max(totals.token_count, 1)),
+            "eval_nll": float(totals.nll_sum / max(totals.response_count, 1)),
+        }
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Runs (or resumes) the training described by `config`."""
+    sharding.initialize_distributed(
+        config.distributed.mode,
+        config.distributed.coordinator_address,
+        config.distributed.num_processes,
+        config.distributed.process_id,
+    )
+    validate(config)
+    is_main = jax.process_index() == 0
+    run_dir = config.run_dir
+    checkpoint_dir = config.checkpoint.directory or os.path.join(
+        run_dir, "checkpoints"
+    )
+    os.makedirs(run_dir, exist_ok=True)
+
+    mesh = sharding.make_mesh(
+        {
+            "data": config.mesh.data,
+            "fsdp": config.mesh.fsdp,
+            "tensor": config.mesh.tensor,
+        }
+    )
+    rules = _rules(config)
+    logger.info(
+        "mesh %s over %s", dict(mesh.shape), jax.devices()[0].device_kind
+    )
+    settings = step_lib.LossSettings(
+        objective=objectives.parse(config.objective),
+        normalization=config.loss_normalization,
+        reference_ranks=config.reference_ranks,
+        token_chunk=config.loss_token_chunk,
+        vocab_block=config.loss_vocab_block,
+    )
+
+    manager = checkpoint.open_manager(checkpoint_dir, config.checkpoint)
+    resume_step = manager.latest_step()
+    # TODO: a resumed pretrained run still reads the original weights to
+    # learn the architecture; reading only its config would save the I/O.
+    parts, loaded_params = _load_model(config, config.seed)
+
+    source = data.build_source(config.data, parts.config.vocab_size)
+    steps = total_steps(config, len(source))
+    tx, schedule = optimizer.build_optimizer(config.optimizer, steps)
+    params_sharding = state.param_shardings(parts, mesh, rules)
+    abstract_params = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+        _pure(parts.abstract_params),
+    )
+    shardings = state.state_shardings(
+        tx, params_sharding, abstract_params, mesh
+    )
+    iterator = data.batch_iterator(
+        source,
+        batch_size=config.data.batch_size,
+        micro_batches=config.micro_batches,
+        epochs=config.epochs if config.steps is None else 10**9,
+        seed=config.data.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+
+    if resume_step is not None:
+        target = state.abstract_state(tx, abstract_params, shardings)
+        train_state = checkpoint.restore(manager, target, iterator)
+    elif loaded_params is not None:
+        train_state = state.init_state_from_params(
+            loaded_params, tx, shardings, config.seed
+        )
+    else:
+        train_state = state.init_random_state(parts, tx, shardings, config.seed)
+    del loaded_params
+    start = int(jax.device_get(train_state.step))
+
+    batch_sharding = sharding.batch_sharding(mesh, rules)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    step_fn = step_lib.jit_train_step(
+        functools.partial(
+            step_lib.train_step,
+            graphdef=parts.graphdef,
+            rest=parts.rest,
+            optimizer=tx,
+            schedule=schedule,
+            settings=settings,
+            grad_shardings=params_sharding,
+        ),
+        shardings,
+        batch_sharding,
+        replicated,
+    )
+    evaluator = None
+    if config.eval.every_steps > 0:
+        evaluator = _Evaluator(config, source, parts, settings, batch_sharding)
+
+    writer = metrics.MetricsWriter(
+        run_dir,
+        enabled=is_main,
+        tensorboard=config.logging.tensorboard,
+        wandb=config.logging.wandb,
+        wandb_project=config.logging.wandb_project,
+        run_config=dataclasses.asdict(config),
+    )
+    model_json = _model_json(parts, config)
+    run_json = dataclasses.asdict(config)
+    peak = metrics.peak_flops_for(
+        jax.devices()[0].device_kind, config.logging.peak_flops
+    )
+    if peak is None:
+        logger.info(
+            "no peak FLOP/s for device kind %r in logging.peak_flops; "
+            "MFU is not reported",
+            jax.devices()[0].device_kind,
+        )
+    flops = parts.config.flops_per_token(config.data.seq_len)
+    positions = config.data.batch_size * config.data.seq_len
+
+    progress = None
+    if is_main and config.logging.progress_bar:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=steps, initial=start, desc="train", unit="step")
+
+    logger.info(
+        "training steps %d..%d of %d (%s, objective %s)",
+        start + 1,
+        steps,
+        steps,
+        config.loss_normalization,
+        config.objective,
+    )
+    last: dict[str, float] = {}
+    try:
+        for step in range(start, steps):
+            tick = time.perf_counter()
+            batch = sharding.global_batch(next(iterator), batch_sharding)
+            train_state, device_metrics = step_fn(train_state, batch)
+            values = _device_metrics(device_metrics)
+            seconds = time.perf_counter() - tick
+            values.update(
+                metrics.throughput(
+                    tokens=values["tokens"],
+                    positions=positions,
+                    seconds=seconds,
+                    flops_per_position=flops,
+                    peak_flops_per_device=peak,
+                    devices=jax.device_count(),
+                )
+            )
+            if values["skipped"]:
+                logger.warning(
+                    "step %d: non-finite loss or gradient, update skipped "
+                    "(%d in a row, %d in total)",
+                    step + 1,
+                    values["nonfinite_streak"],
+                    values["nonfinite_total"],
+                )
+            if values["nonfinite_streak"] >= config.max_consecutive_nonfinite:
+                raise TrainingDiverged(
+                    f"{int(values['nonfinite_streak'])} consecutive steps "
+                    "had a non-finite loss or gradient (last at step "
+                    f"{step + 1}); lower optimizer.learning_rate or check "
+                    "the data, then restart to resume from the last "
+                    "checkpoint"
+                )
+
+            eval_values = {}
+            if evaluator and (step + 1) % config.eval.every_steps == 0:
+                eval_values = evaluator(train_state.params)
+                values.update(eval_values)
+            checkpoint.save(
+                manager,
+                train_state,
+                iterator,
+                model_config=model_json,
+                run_config=run_json,
+                metrics=eval_values or None,
+                force=step + 1 == steps,
+            )
+            if (
+                step + 1
+            ) % config.logging.every_steps == 0 or step + 1 == steps:
+                writer.write(step + 1, values)
+            last = values
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(
+                    loss=f"{values['loss']:.4f}",
+                    nll=f"{values['nll']:.4f}",
+                    p=f"{values['mean_prob']:.3f}",
+                    lr=f"{values['learning_rate']:.2e}",
+                    tok_s=f"{values['tokens_per_s']:.0f}",
+                )
+    finally:
+        manager.wait_until_finished()
+        manager.close()
+        writer.close()
+        if progress is not None:
+            progress.close()
+
+    export_dir = None
+    if config.export.enabled:
+        from bnll_jax import export
+
+        export_dir = config.export.directory or os.path.join(run_dir, "export")
+        export.export_params(
+            train_state.params, parts, export_dir, model_json["tokenizer"]
+        )
+    return TrainResult(train_state, parts, checkpoint_dir, export_dir, last)
+
+
+def _pure(abstract_params: Any) -> dict[str, Any]:
+    from flax import nnx
+
+    return nnx.to_pure_dict(abstract_params)
