@@ -25,7 +25,7 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 logger = logging.getLogger(__name__)
 
@@ -104,10 +104,17 @@ def make_mesh(
     """A ("data", "fsdp", "tensor") mesh over `devices` (default: all)."""
     devices = list(jax.devices() if devices is None else devices)
     shape = resolve_mesh_shape(sizes, len(devices))
+    # Auto axes: the step states in/out shardings and XLA's partitioner
+    # propagates them (jit's default mesh type is Explicit sharding).
+    axis_types = (AxisType.Auto,) * len(MESH_AXES)
     if len(devices) == jax.device_count():
         # make_mesh orders devices along the physical (ICI) topology.
-        return jax.make_mesh(shape, MESH_AXES, devices=devices)
-    return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
+        return jax.make_mesh(
+            shape, MESH_AXES, axis_types=axis_types, devices=devices
+        )
+    return Mesh(
+        np.asarray(devices).reshape(shape), MESH_AXES, axis_types=axis_types
+    )
 
 
 def logical_axes(variable: Any) -> tuple[str | None, ...] | None:

@@ -13,10 +13,13 @@ import itertools
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
-from jax.sharding import NamedSharding, PartitionSpec
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bnll_jax import objectives, sharding
 from bnll_jax.training import checkpoint, data, metrics, optimizer, state
@@ -115,6 +118,97 @@ class _Evaluator:
         }
 
 
+@dataclasses.dataclass
+class Setup:
+    """Everything the step needs, built from the config and a model."""
+
+    mesh: Mesh
+    parts: state.ModelParts
+    settings: step_lib.LossSettings
+    source: Any
+    steps: int
+    optimizer: optax.GradientTransformation
+    schedule: optax.Schedule
+    abstract_params: dict[str, Any]
+    shardings: step_lib.TrainState
+    batch_sharding: NamedSharding
+    step_fn: Callable[..., Any]
+
+
+def make_mesh(config: TrainConfig, devices=None) -> Mesh:
+    sizes = {
+        "data": config.mesh.data,
+        "fsdp": config.mesh.fsdp,
+        "tensor": config.mesh.tensor,
+    }
+    return sharding.make_mesh(sizes, devices)
+
+
+def prepare(config: TrainConfig, parts: state.ModelParts, mesh: Mesh) -> Setup:
+    """Optimizer, shardings and the jitted step for `parts` on `mesh`."""
+    rules = _rules(config)
+    settings = step_lib.LossSettings(
+        objective=objectives.parse(config.objective),
+        normalization=config.loss_normalization,
+        reference_ranks=config.reference_ranks,
+        token_chunk=config.loss_token_chunk,
+        vocab_block=config.loss_vocab_block,
+    )
+    source = data.build_source(config.data, parts.config.vocab_size)
+    steps = total_steps(config, len(source))
+    tx, schedule = optimizer.build_optimizer(config.optimizer, steps)
+    params_sharding = state.param_shardings(parts, mesh, rules)
+    abstract_params = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+        nnx.to_pure_dict(parts.abstract_params),
+    )
+    shardings = state.state_shardings(
+        tx, params_sharding, abstract_params, mesh
+    )
+    batch_sharding = sharding.batch_sharding(mesh, rules)
+    step_fn = step_lib.jit_train_step(
+        functools.partial(
+            step_lib.train_step,
+            graphdef=parts.graphdef,
+            rest=parts.rest,
+            optimizer=tx,
+            schedule=schedule,
+            settings=settings,
+            grad_shardings=params_sharding,
+        ),
+        shardings,
+        batch_sharding,
+        NamedSharding(mesh, PartitionSpec()),
+    )
+    return Setup(
+        mesh=mesh,
+        parts=parts,
+        settings=settings,
+        source=source,
+        steps=steps,
+        optimizer=tx,
+        schedule=schedule,
+        abstract_params=abstract_params,
+        shardings=shardings,
+        batch_sharding=batch_sharding,
+        step_fn=step_fn,
+    )
+
+
+def train_iterator(config: TrainConfig, source: Any):
+    """This host's batches for the whole run, in the run's order."""
+    return data.batch_iterator(
+        source,
+        batch_size=config.data.batch_size,
+        micro_batches=config.micro_batches,
+        # With a fixed step count the data repeats as often as needed.
+        epochs=config.epochs if config.steps is None else 10**9,
+        seed=config.data.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Runs (or resumes) the training described by `config`."""
     sharding.initialize_distributed(
@@ -130,24 +224,9 @@ def train(config: TrainConfig) -> TrainResult:
         run_dir, "checkpoints"
     )
     os.makedirs(run_dir, exist_ok=True)
-
-    mesh = sharding.make_mesh(
-        {
-            "data": config.mesh.data,
-            "fsdp": config.mesh.fsdp,
-            "tensor": config.mesh.tensor,
-        }
-    )
-    rules = _rules(config)
+    mesh = make_mesh(config)
     logger.info(
         "mesh %s over %s", dict(mesh.shape), jax.devices()[0].device_kind
-    )
-    settings = step_lib.LossSettings(
-        objective=objectives.parse(config.objective),
-        normalization=config.loss_normalization,
-        reference_ranks=config.reference_ranks,
-        token_chunk=config.loss_token_chunk,
-        vocab_block=config.loss_vocab_block,
     )
 
     manager = checkpoint.open_manager(checkpoint_dir, config.checkpoint)
@@ -155,30 +234,13 @@ def train(config: TrainConfig) -> TrainResult:
     # TODO: a resumed pretrained run still reads the original weights to
     # learn the architecture; reading only its config would save the I/O.
     parts, loaded_params = _load_model(config, config.seed)
-
-    source = data.build_source(config.data, parts.config.vocab_size)
-    steps = total_steps(config, len(source))
-    tx, schedule = optimizer.build_optimizer(config.optimizer, steps)
-    params_sharding = state.param_shardings(parts, mesh, rules)
-    abstract_params = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-        _pure(parts.abstract_params),
-    )
-    shardings = state.state_shardings(
-        tx, params_sharding, abstract_params, mesh
-    )
-    iterator = data.batch_iterator(
-        source,
-        batch_size=config.data.batch_size,
-        micro_batches=config.micro_batches,
-        epochs=config.epochs if config.steps is None else 10**9,
-        seed=config.data.seed,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
+    setup = prepare(config, parts, mesh)
+    steps = setup.steps
+    tx, shardings = setup.optimizer, setup.shardings
+    iterator = train_iterator(config, setup.source)
 
     if resume_step is not None:
-        target = state.abstract_state(tx, abstract_params, shardings)
+        target = state.abstract_state(tx, setup.abstract_params, shardings)
         train_state = checkpoint.restore(manager, target, iterator)
     elif loaded_params is not None:
         train_state = state.init_state_from_params(
@@ -188,23 +250,9 @@ def train(config: TrainConfig) -> TrainResult:
         train_state = state.init_random_state(parts, tx, shardings, config.seed)
     del loaded_params
     start = int(jax.device_get(train_state.step))
+    step_fn, batch_sharding = setup.step_fn, setup.batch_sharding
+    source, settings = setup.source, setup.settings
 
-    batch_sharding = sharding.batch_sharding(mesh, rules)
-    replicated = NamedSharding(mesh, PartitionSpec())
-    step_fn = step_lib.jit_train_step(
-        functools.partial(
-            step_lib.train_step,
-            graphdef=parts.graphdef,
-            rest=parts.rest,
-            optimizer=tx,
-            schedule=schedule,
-            settings=settings,
-            grad_shardings=params_sharding,
-        ),
-        shardings,
-        batch_sharding,
-        replicated,
-    )
     evaluator = None
     if config.eval.every_steps > 0:
         evaluator = _Evaluator(config, source, parts, settings, batch_sharding)
@@ -323,9 +371,3 @@ def train(config: TrainConfig) -> TrainResult:
             train_state.params, parts, export_dir, model_json["tokenizer"]
         )
     return TrainResult(train_state, parts, checkpoint_dir, export_dir, last)
-
-
-def _pure(abstract_params: Any) -> dict[str, Any]:
-    from flax import nnx
-
-    return nnx.to_pure_dict(abstract_params)
