@@ -213,10 +213,11 @@ class TrainConfig:
     # Stop after this many consecutive steps with a non-finite loss or
     # gradient (each such step is skipped).
     max_consecutive_nonfinite: int = 10
-    # Sequence positions per chunk and vocabulary rows per block in the
-    # fused lm-head loss (memory/speed trade-off).
-    loss_token_chunk: int = 1024
-    loss_vocab_block: int = 2048
+    # Vocabulary rows per block of the fused lm-head loss, and optionally
+    # tokens per chunk (bounds the [tokens, block] logits of very long
+    # batches at the cost of a [vocab, embed] float32 accumulator).
+    loss_vocab_block: int = 1024
+    loss_token_chunk: int | None = None
     model: ModelSection = _field(ModelSection)
     data: DataSection = _field(DataSection)
     optimizer: OptimizerSection = _field(OptimizerSection)

@@ -47,16 +47,23 @@ def _rules(config: TrainConfig) -> sharding.Rules:
     return extra + sharding.DEFAULT_RULES
 
 
-def _load_model(config: TrainConfig, seed: int):
+def _load_model(config: TrainConfig, mesh: Mesh):
     """(parts, params or None): None means "initialise randomly"."""
     if config.model.name == "tiny":
         model_config = state.tiny_model_config(config.model)
-        return state.abstract_parts(model_config, seed), None
+        return state.abstract_parts(model_config, config.seed), None
     from bnll_jax.models import from_pretrained
 
-    model = from_pretrained(config.model.name, dtype=config.model.dtype)
-    parts, params = state.split_model(model)
-    return parts, params
+    # Weights go straight from the files into their shardings.
+    model = from_pretrained(
+        config.model.name,
+        dtype="float32",
+        mesh=mesh,
+        rules=_rules(config),
+        compute_dtype=config.model.dtype,
+        remat=config.model.remat,
+    )
+    return state.split_model(model)
 
 
 def _model_json(parts: state.ModelParts, config: TrainConfig) -> dict:
@@ -233,7 +240,7 @@ def train(config: TrainConfig) -> TrainResult:
     resume_step = manager.latest_step()
     # TODO: a resumed pretrained run still reads the original weights to
     # learn the architecture; reading only its config would save the I/O.
-    parts, loaded_params = _load_model(config, config.seed)
+    parts, loaded_params = _load_model(config, mesh)
     setup = prepare(config, parts, mesh)
     steps = setup.steps
     tx, shardings = setup.optimizer, setup.shardings

@@ -65,8 +65,8 @@ class LossSettings:
     objective: Any
     normalization: str = "token_mean"
     reference_ranks: int = 1
-    token_chunk: int = 1024
-    vocab_block: int = 2048
+    vocab_block: int = 1024
+    token_chunk: int | None = None
 
 
 def _micro_batch_terms(
