@@ -16,12 +16,9 @@ MODEL_JSON = {"hf_config": {"model_type": "llama"}, "tokenizer": None}
 
 
 def _iterator():
-    source = data.SyntheticSource(
-        DataSection(seq_len=16, batch_size=4), vocab_size=32
-    )
-    return data.batch_iterator(
-        source, batch_size=4, micro_batches=2, epochs=2, seed=3
-    )
+    config = DataSection(source="synthetic", max_length=16, batch_size=4)
+    source = data.SyntheticSource(config, vocab_size=32)
+    return data.synthetic_iterator(source, batch_size=4, num_epochs=2, seed=3)
 
 
 def _state(step: int):

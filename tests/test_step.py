@@ -12,7 +12,8 @@ from bnll_jax.training import data, loop, state
 OVERRIDES = [
     "model.dtype=float32",
     "model.remat=false",
-    "data.seq_len=32",
+    "data.source=synthetic",
+    "data.max_length=32",
     "data.batch_size=8",
     "data.synthetic.num_examples=64",
     "steps=4",
@@ -27,8 +28,9 @@ def _setup(*overrides, devices=1):
     config = config_lib.load_config(None, OVERRIDES + list(overrides))
     mesh = loop.make_mesh(config, jax.devices()[:devices])
     parts = state.abstract_parts(state.tiny_model_config(config.model))
-    setup = loop.prepare(config, parts, mesh)
-    return config, setup
+    source = data.SyntheticSource(config.data, parts.config.vocab_size)
+    setup = loop.prepare(config, parts, mesh, steps=4)
+    return source, setup
 
 
 @pytest.fixture(scope="module")
@@ -48,15 +50,12 @@ def _fresh(setup, params):
     )
 
 
-def _batch(setup, micro_batches, batch_size=8):
-    iterator = data.batch_iterator(
-        setup.source,
-        batch_size=batch_size,
-        micro_batches=micro_batches,
-        epochs=1,
-        seed=0,
+def _batch(source, micro_batches, batch_size=8):
+    iterator = data.synthetic_iterator(
+        source, batch_size=batch_size, num_epochs=1, seed=0
     )
-    return {k: jnp.asarray(v) for k, v in next(iterator).items()}
+    batch = data.split_micro_batches(next(iterator), micro_batches)
+    return {k: jnp.asarray(v) for k, v in batch.items()}
 
 
 def _max_diff(a, b):
@@ -67,16 +66,16 @@ def _max_diff(a, b):
 
 @pytest.fixture(scope="module")
 def one_and_four(tiny_params):
-    _, whole = _setup("micro_batches=1")
+    source, whole = _setup("micro_batches=1")
     _, split = _setup("micro_batches=4")
-    return whole, split, tiny_params
+    return whole, split, tiny_params, source
 
 
 def test_accumulating_micro_batches_equals_one_step_on_concatenation(
     one_and_four,
 ):
-    whole, split, params = one_and_four
-    batch = _batch(whole, 1)
+    whole, split, params, source = one_and_four
+    batch = _batch(source, 1)
     state_a, metrics_a = whole.step_fn(_fresh(whole, params), batch)
     state_b, metrics_b = split.step_fn(
         _fresh(split, params),
@@ -95,11 +94,11 @@ def test_accumulating_micro_batches_equals_one_step_on_concatenation(
 def test_reference_normalisation_is_mean_of_micro_batch_token_means(
     one_and_four,
 ):
-    whole, _, params = one_and_four
-    _, reference = _setup(
+    whole, _, params, _ = one_and_four
+    source, reference = _setup(
         "micro_batches=4", "data.batch_size=32", "loss_normalization=reference"
     )
-    batch = _batch(reference, 4, batch_size=32)
+    batch = _batch(source, 4, batch_size=32)
     _, metrics = reference.step_fn(_fresh(reference, params), batch)
 
     # A one-micro-batch token-mean step reports that micro-batch's mean.
@@ -117,8 +116,8 @@ def test_reference_normalisation_is_mean_of_micro_batch_token_means(
 
 
 def test_non_finite_step_is_skipped_and_counted(one_and_four):
-    whole, _, params = one_and_four
-    batch = _batch(whole, 1)
+    whole, _, params, source = one_and_four
+    batch = _batch(source, 1)
     good = _fresh(whole, params)
     head = good.params["lm_head"]
     poisoned = good.replace(
@@ -152,7 +151,7 @@ def test_non_finite_step_is_skipped_and_counted(one_and_four):
     "mesh", [("data=2", "fsdp=2", "tensor=2"), ("data=1", "fsdp=8", "tensor=1")]
 )
 def test_sharded_step_matches_single_device_step(one_and_four, mesh):
-    whole, _, params = one_and_four
+    whole, _, params, source = one_and_four
     _, sharded = _setup(*(f"mesh.{axis}" for axis in mesh), devices=8)
     assert dict(sharded.mesh.shape) == {
         k: int(v) for k, v in (axis.split("=") for axis in mesh)
@@ -162,7 +161,7 @@ def test_sharded_step_matches_single_device_step(one_and_four, mesh):
     head_spec = sharded.shardings.params["lm_head"].spec
     expected = ("tensor", "fsdp") if "tensor=2" in mesh else (None, "fsdp")
     assert head_spec == PartitionSpec(*expected)
-    batch = _batch(whole, 1)
+    batch = _batch(source, 1)
 
     state_1, metrics_1 = whole.step_fn(_fresh(whole, params), batch)
     state_8, metrics_8 = sharded.step_fn(_fresh(sharded, params), batch)

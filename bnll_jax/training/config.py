@@ -16,17 +16,18 @@ objective spec, the mesh against the devices) before anything compiles.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from typing import Any
 
 from omegaconf import OmegaConf
 from omegaconf import errors as omegaconf_errors
 
+from bnll_jax.data import DataConfig
+
 NORMALIZATIONS = ("token_mean", "reference")
 SCHEDULES = ("cosine", "linear", "constant")
 DTYPES = ("float32", "bfloat16", "float16")
-DATA_SOURCES = ("synthetic",)
+DATA_SOURCES = ("dataset", "synthetic")
 
 
 def _field(factory: Any) -> Any:
@@ -65,23 +66,24 @@ class ModelSection:
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticDataConfig:
-    """Random token sequences: a prompt span then a response span."""
+    """Random prompts whose response is the prompt reversed."""
 
     num_examples: int = 1024
     min_prompt_len: int = 4
-    min_response_len: int = 4
 
 
-@dataclasses.dataclass(frozen=True)
-class DataSection:
-    # Where training sequences come from. "synthetic": random tokens in
-    # memory, for tests and throughput checks.
-    source: str = "synthetic"
-    seq_len: int = 512
-    # Sequences per optimizer step, summed over all hosts and devices.
-    batch_size: int = 256
-    # Seeds the data order (shuffling) and, for "synthetic", the tokens.
-    seed: int = 0
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataSection(DataConfig):
+    """bnll_jax.data.DataConfig (documented there) plus a synthetic source.
+
+    `batch_size` is the global batch in rows per optimizer step,
+    `max_length` the tokens per row, `num_epochs` the passes over the data.
+    """
+
+    # "dataset": rows read and tokenized by bnll_jax.data (`dataset`,
+    # `path`, ...). "synthetic": an in-memory learnable task for tests and
+    # throughput checks, `max_length` tokens per row, no tokenizer needed.
+    source: str = "dataset"
     synthetic: SyntheticDataConfig = _field(SyntheticDataConfig)
 
 
@@ -196,9 +198,8 @@ class TrainConfig:
     # Objective spec, see bnll_jax.objectives.parse: "nll", "p",
     # "power:10", "top_logp:0.2", or reference keys like "GeneralFamily-10".
     objective: str = "nll"
-    # Optimizer steps; null trains `epochs` passes over the data.
+    # Optimizer steps; null trains data.num_epochs passes over the data.
     steps: int | None = None
-    epochs: int = 1
     # Gradient-accumulation micro-batches per step (lax.scan in the step).
     micro_batches: int = 1
     # "token_mean": loss sum / kept tokens over the whole global batch (the
@@ -269,6 +270,11 @@ def load_config(
         raise ValueError(
             f"bad value for config key {error.full_key!r}: {message}"
         ) from None
+    except omegaconf_errors.OmegaConfBaseException as error:
+        raise ValueError(f"config: {str(error).splitlines()[0]}") from None
+    except ValueError as error:
+        # The data section's own checks (bnll_jax.data.DataConfig).
+        raise ValueError(f"data: {error}") from None
 
 
 def to_yaml(config: TrainConfig) -> str:
@@ -303,11 +309,9 @@ def validate(config: TrainConfig, device_count: int | None = None) -> None:
     _choice("model.dtype", config.model.dtype, DTYPES)
     _choice("data.source", config.data.source, DATA_SOURCES)
     for key, value in (
-        ("data.seq_len", config.data.seq_len),
         ("data.batch_size", config.data.batch_size),
         ("micro_batches", config.micro_batches),
         ("reference_ranks", config.reference_ranks),
-        ("epochs", config.epochs),
         ("optimizer.learning_rate", config.optimizer.learning_rate),
         ("checkpoint.every_steps", config.checkpoint.every_steps),
         ("checkpoint.keep", config.checkpoint.keep),
@@ -322,6 +326,8 @@ def validate(config: TrainConfig, device_count: int | None = None) -> None:
             "optimizer.warmup_ratio must be in [0, 1), got "
             f"{config.optimizer.warmup_ratio}"
         )
+    if config.data.source == "synthetic" and config.data.max_length is None:
+        raise ValueError("data.source=synthetic needs data.max_length")
     if config.checkpoint.keep_best and config.eval.every_steps <= 0:
         raise ValueError(
             "checkpoint.keep_best needs an eval loss; set eval.every_steps"
@@ -364,12 +370,3 @@ def validate(config: TrainConfig, device_count: int | None = None) -> None:
                 f"mesh.rules entry {rule} must be [logical_axis, mesh_axis] "
                 f"with mesh_axis one of {list(sharding.MESH_AXES)} or null"
             )
-
-
-def total_steps(config: TrainConfig, num_examples: int) -> int:
-    """Optimizer steps of the run: `steps`, or `epochs` passes of the data."""
-    if config.steps is not None:
-        return config.steps
-    return max(
-        1, math.floor(config.epochs * num_examples / config.data.batch_size)
-    )

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -24,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from bnll_jax import objectives, sharding
 from bnll_jax.training import checkpoint, data, metrics, optimizer, state
 from bnll_jax.training import step as step_lib
-from bnll_jax.training.config import TrainConfig, total_steps, validate
+from bnll_jax.training.config import TrainConfig, validate
 
 logger = logging.getLogger(__name__)
 
@@ -80,43 +81,37 @@ def _device_metrics(values: dict[str, Any]) -> dict[str, float]:
 
 
 class _Evaluator:
-    """Loss on the first `eval.batches` batches of the unshuffled source.
+    """Loss on the first `eval.batches` batches of an unshuffled pass.
 
     Like the paper's validation set, these are training rows: the loss
     tracks fitting, not generalisation.
     """
 
-    def __init__(self, config, source, parts, settings, batch_sharding):
+    def __init__(self, config, run_data, setup):
         self._config = config
-        self._source = source
-        self._batch_sharding = batch_sharding
+        self._run_data = run_data
+        self._batch_sharding = setup.batch_sharding
         self._fn = jax.jit(
             functools.partial(
                 step_lib.eval_step,
-                graphdef=parts.graphdef,
-                rest=parts.rest,
-                settings=settings,
+                graphdef=setup.parts.graphdef,
+                rest=setup.parts.rest,
+                settings=setup.settings,
             )
         )
 
     def __call__(self, params) -> dict[str, float]:
-        iterator = data.batch_iterator(
-            self._source,
-            batch_size=self._config.data.batch_size,
-            micro_batches=self._config.micro_batches,
-            epochs=1,
-            seed=self._config.data.seed,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
+        iterator = self._run_data.iterator(
+            jax.process_index(), jax.process_count(), evaluation=True
         )
         totals = None
         for local in itertools.islice(iterator, self._config.eval.batches):
-            batch = sharding.global_batch(local, self._batch_sharding)
-            out = self._fn(params, batch)
+            micro = data.split_micro_batches(local, self._config.micro_batches)
+            out = self._fn(
+                params, sharding.global_batch(micro, self._batch_sharding)
+            )
             totals = (
-                out
-                if totals is None
-                else jax.tree.map(lambda a, b: a + b, totals, out)
+                out if totals is None else jax.tree.map(jnp.add, totals, out)
             )
         totals = jax.device_get(totals)
         return {
@@ -132,7 +127,6 @@ class Setup:
     mesh: Mesh
     parts: state.ModelParts
     settings: step_lib.LossSettings
-    source: Any
     steps: int
     optimizer: optax.GradientTransformation
     schedule: optax.Schedule
@@ -151,7 +145,9 @@ def make_mesh(config: TrainConfig, devices=None) -> Mesh:
     return sharding.make_mesh(sizes, devices)
 
 
-def prepare(config: TrainConfig, parts: state.ModelParts, mesh: Mesh) -> Setup:
+def prepare(
+    config: TrainConfig, parts: state.ModelParts, mesh: Mesh, steps: int
+) -> Setup:
     """Optimizer, shardings and the jitted step for `parts` on `mesh`."""
     rules = _rules(config)
     settings = step_lib.LossSettings(
@@ -161,8 +157,6 @@ def prepare(config: TrainConfig, parts: state.ModelParts, mesh: Mesh) -> Setup:
         token_chunk=config.loss_token_chunk,
         vocab_block=config.loss_vocab_block,
     )
-    source = data.build_source(config.data, parts.config.vocab_size)
-    steps = total_steps(config, len(source))
     tx, schedule = optimizer.build_optimizer(config.optimizer, steps)
     params_sharding = state.param_shardings(parts, mesh, rules)
     abstract_params = jax.tree.map(
@@ -191,7 +185,6 @@ def prepare(config: TrainConfig, parts: state.ModelParts, mesh: Mesh) -> Setup:
         mesh=mesh,
         parts=parts,
         settings=settings,
-        source=source,
         steps=steps,
         optimizer=tx,
         schedule=schedule,
@@ -202,18 +195,32 @@ def prepare(config: TrainConfig, parts: state.ModelParts, mesh: Mesh) -> Setup:
     )
 
 
-def train_iterator(config: TrainConfig, source: Any):
-    """This host's batches for the whole run, in the run's order."""
-    return data.batch_iterator(
-        source,
-        batch_size=config.data.batch_size,
-        micro_batches=config.micro_batches,
-        # With a fixed step count the data repeats as often as needed.
-        epochs=config.epochs if config.steps is None else 10**9,
-        seed=config.data.seed,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
+def _tokenizer(config: TrainConfig):
+    if config.data.source == "synthetic":
+        return None
+    name = config.model.tokenizer or (
+        None if config.model.name == "tiny" else config.model.name
     )
+    if name is None:
+        raise ValueError(
+            "data.source=dataset needs a tokenizer: set model.tokenizer"
+        )
+    from bnll_jax.tokenizer import load_tokenizer
+
+    return load_tokenizer(name)
+
+
+def run_steps(config: TrainConfig, available: int) -> int:
+    """`steps`, or every batch of the data; more than the data is an error."""
+    if config.steps is None:
+        return available
+    if config.steps > available:
+        raise ValueError(
+            f"steps={config.steps} but the data holds {available} batches "
+            f"of {config.data.batch_size}; raise data.num_epochs or lower "
+            "steps"
+        )
+    return config.steps
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -241,10 +248,16 @@ def train(config: TrainConfig) -> TrainResult:
     # TODO: a resumed pretrained run still reads the original weights to
     # learn the architecture; reading only its config would save the I/O.
     parts, loaded_params = _load_model(config, mesh)
-    setup = prepare(config, parts, mesh)
-    steps = setup.steps
+    tokenizer = _tokenizer(config)
+    if tokenizer is not None:
+        from bnll_jax.models import check_vocab
+
+        check_vocab(tokenizer, parts.config)
+    run_data = data.RunData(config.data, parts.config.vocab_size, tokenizer)
+    steps = run_steps(config, run_data.steps)
+    setup = prepare(config, parts, mesh, steps)
     tx, shardings = setup.optimizer, setup.shardings
-    iterator = train_iterator(config, setup.source)
+    iterator = run_data.iterator(jax.process_index(), jax.process_count())
 
     if resume_step is not None:
         target = state.abstract_state(tx, setup.abstract_params, shardings)
@@ -258,11 +271,9 @@ def train(config: TrainConfig) -> TrainResult:
     del loaded_params
     start = int(jax.device_get(train_state.step))
     step_fn, batch_sharding = setup.step_fn, setup.batch_sharding
-    source, settings = setup.source, setup.settings
-
     evaluator = None
     if config.eval.every_steps > 0:
-        evaluator = _Evaluator(config, source, parts, settings, batch_sharding)
+        evaluator = _Evaluator(config, run_data, setup)
 
     writer = metrics.MetricsWriter(
         run_dir,
@@ -283,8 +294,8 @@ def train(config: TrainConfig) -> TrainResult:
             "MFU is not reported",
             jax.devices()[0].device_kind,
         )
-    flops = parts.config.flops_per_token(config.data.seq_len)
-    positions = config.data.batch_size * config.data.seq_len
+    flops = parts.config.flops_per_token(run_data.seq_len)
+    positions = config.data.batch_size * run_data.seq_len
 
     progress = None
     if is_main and config.logging.progress_bar:
@@ -304,7 +315,10 @@ def train(config: TrainConfig) -> TrainResult:
     try:
         for step in range(start, steps):
             tick = time.perf_counter()
-            batch = sharding.global_batch(next(iterator), batch_sharding)
+            micro = data.split_micro_batches(
+                next(iterator), config.micro_batches
+            )
+            batch = sharding.global_batch(micro, batch_sharding)
             train_state, device_metrics = step_fn(train_state, batch)
             values = _device_metrics(device_metrics)
             seconds = time.perf_counter() - tick
