@@ -70,14 +70,6 @@ class MetricsWriter:
         self._wandb = None
         if not enabled:
             return
-        os.makedirs(run_dir, exist_ok=True)
-        # Appending keeps the history of a resumed run in one file; steps
-        # replayed after a restart appear twice, with identical values.
-        self._jsonl = open(os.path.join(run_dir, "metrics.jsonl"), "a")
-        if tensorboard:
-            from tensorboardX import SummaryWriter
-
-            self._tensorboard = SummaryWriter(os.path.join(run_dir, "tb"))
         if wandb:
             try:
                 import wandb as wandb_lib
@@ -92,6 +84,14 @@ class MetricsWriter:
                 config=run_config,
                 resume="allow",
             )
+        os.makedirs(run_dir, exist_ok=True)
+        # Appending keeps the history of a resumed run in one file; steps
+        # replayed after a restart appear twice (same losses, new timings).
+        self._jsonl = open(os.path.join(run_dir, "metrics.jsonl"), "a")
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tensorboard = SummaryWriter(os.path.join(run_dir, "tb"))
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         if not self._enabled:
