@@ -63,7 +63,8 @@ def test_bad_keys_and_types_are_errors_naming_the_key(overrides, message):
         (["mesh.fsdp=1", "mesh.data=-1", "data.batch_size=4",
           "micro_batches=1"], "divisible by mesh.data \\* mesh.fsdp = 8"),
         (["loss_normalization=sum"], "loss_normalization must be one of"),
-        (["checkpoint.keep_best=true"], "needs an eval loss"),
+        (["checkpoint.keep_best=true", "eval.every_steps=0"],
+         "needs an eval loss"),
     ],
 )  # fmt: skip
 def test_invalid_settings_fail_before_any_compilation(

@@ -73,6 +73,8 @@ def test_run_writes_metrics_events_checkpoints_and_export(uninterrupted):
     assert [row["step"] for row in rows] == list(range(1, STEPS + 1))
     assert METRICS <= set(rows[-1])
     assert all(np.isfinite(row["loss"]) for row in rows)
+    evaluated = [row["step"] for row in rows if "eval_loss" in row]
+    assert evaluated == [8, 16, 24]
     # The synthetic task (reverse the prompt) is learnable.
     assert np.mean([r["loss"] for r in rows[-4:]]) < rows[0]["loss"] - 0.05
     events = os.listdir(os.path.join(uninterrupted, "tb"))

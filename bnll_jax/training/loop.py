@@ -341,6 +341,7 @@ def train(config: TrainConfig) -> TrainResult:
                     values["nonfinite_total"],
                 )
             if values["nonfinite_streak"] >= config.max_consecutive_nonfinite:
+                writer.write(step + 1, values)
                 raise TrainingDiverged(
                     f"{int(values['nonfinite_streak'])} consecutive steps "
                     "had a non-finite loss or gradient (last at step "
