@@ -223,6 +223,112 @@ def run_steps(config: TrainConfig, available: int) -> int:
     return config.steps
 
 
+class _Reporter:
+    """Turns each step's device metrics into logs, files and a progress bar.
+
+    Fetching the metrics synchronises the host with the step, which is also
+    what makes the per-step wall time (and so tokens/s and MFU) exact.
+    TODO: fetch one step late to keep the device queue full; the host work
+    per step is small next to a large model's step, so it is not done yet.
+    """
+
+    def __init__(self, config, run_data, parts, steps, start):
+        self._config = config
+        self._steps = steps
+        device_kind = jax.devices()[0].device_kind
+        self._peak = metrics.peak_flops_for(
+            device_kind, config.logging.peak_flops
+        )
+        if self._peak is None:
+            logger.info(
+                "no peak FLOP/s for device kind %r in logging.peak_flops; "
+                "MFU is not reported",
+                device_kind,
+            )
+        self._flops = parts.config.flops_per_token(run_data.seq_len)
+        self._positions = config.data.batch_size * run_data.seq_len
+        is_main = jax.process_index() == 0
+        self.writer = metrics.MetricsWriter(
+            config.run_dir,
+            enabled=is_main,
+            tensorboard=config.logging.tensorboard,
+            wandb=config.logging.wandb,
+            wandb_project=config.logging.wandb_project,
+            run_config=dataclasses.asdict(config),
+        )
+        self._progress = None
+        if is_main and config.logging.progress_bar:
+            from tqdm.auto import tqdm
+
+            self._progress = tqdm(
+                total=steps, initial=start, desc="train", unit="step"
+            )
+
+    def observe(self, step: int, device_metrics, seconds: float) -> dict:
+        """Host values of a finished step; raises when it keeps diverging."""
+        values = _device_metrics(device_metrics)
+        values.update(
+            metrics.throughput(
+                tokens=values["tokens"],
+                positions=self._positions,
+                seconds=seconds,
+                flops_per_position=self._flops,
+                peak_flops_per_device=self._peak,
+                devices=jax.device_count(),
+            )
+        )
+        if values["skipped"]:
+            logger.warning(
+                "step %d: non-finite loss or gradient, update skipped "
+                "(%d in a row, %d in total)",
+                step,
+                values["nonfinite_streak"],
+                values["nonfinite_total"],
+            )
+        streak = int(values["nonfinite_streak"])
+        if streak >= self._config.max_consecutive_nonfinite:
+            self.writer.write(step, values)
+            raise TrainingDiverged(
+                f"{streak} consecutive steps had a non-finite loss or "
+                f"gradient (last at step {step}); lower "
+                "optimizer.learning_rate or check the data, then restart "
+                "to resume from the last checkpoint"
+            )
+        return values
+
+    def report(self, step: int, values: dict) -> None:
+        every = self._config.logging.every_steps
+        if step % every == 0 or step == self._steps:
+            self.writer.write(step, values)
+        if self._progress is not None:
+            self._progress.update(1)
+            self._progress.set_postfix(
+                loss=f"{values['loss']:.4f}",
+                nll=f"{values['nll']:.4f}",
+                p=f"{values['mean_prob']:.3f}",
+                lr=f"{values['learning_rate']:.2e}",
+                tok_s=f"{values['tokens_per_s']:.0f}",
+            )
+
+    def close(self) -> None:
+        self.writer.close()
+        if self._progress is not None:
+            self._progress.close()
+
+
+def _initial_state(config, manager, setup, iterator, loaded_params):
+    """The latest checkpoint if there is one, else a fresh state."""
+    tx, shardings = setup.optimizer, setup.shardings
+    if manager.latest_step() is not None:
+        target = state.abstract_state(tx, setup.abstract_params, shardings)
+        return checkpoint.restore(manager, target, iterator)
+    if loaded_params is not None:
+        return state.init_state_from_params(
+            loaded_params, tx, shardings, config.seed
+        )
+    return state.init_random_state(setup.parts, tx, shardings, config.seed)
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Runs (or resumes) the training described by `config`."""
     sharding.initialize_distributed(
@@ -232,19 +338,15 @@ def train(config: TrainConfig) -> TrainResult:
         config.distributed.process_id,
     )
     validate(config)
-    is_main = jax.process_index() == 0
-    run_dir = config.run_dir
+    os.makedirs(config.run_dir, exist_ok=True)
     checkpoint_dir = config.checkpoint.directory or os.path.join(
-        run_dir, "checkpoints"
+        config.run_dir, "checkpoints"
     )
-    os.makedirs(run_dir, exist_ok=True)
     mesh = make_mesh(config)
     logger.info(
         "mesh %s over %s", dict(mesh.shape), jax.devices()[0].device_kind
     )
 
-    manager = checkpoint.open_manager(checkpoint_dir, config.checkpoint)
-    resume_step = manager.latest_step()
     # TODO: a resumed pretrained run still reads the original weights to
     # learn the architecture; reading only its config would save the I/O.
     parts, loaded_params = _load_model(config, mesh)
@@ -256,104 +358,47 @@ def train(config: TrainConfig) -> TrainResult:
     run_data = data.RunData(config.data, parts.config.vocab_size, tokenizer)
     steps = run_steps(config, run_data.steps)
     setup = prepare(config, parts, mesh, steps)
-    tx, shardings = setup.optimizer, setup.shardings
-    iterator = run_data.iterator(jax.process_index(), jax.process_count())
 
-    if resume_step is not None:
-        target = state.abstract_state(tx, setup.abstract_params, shardings)
-        train_state = checkpoint.restore(manager, target, iterator)
-    elif loaded_params is not None:
-        train_state = state.init_state_from_params(
-            loaded_params, tx, shardings, config.seed
-        )
-    else:
-        train_state = state.init_random_state(parts, tx, shardings, config.seed)
+    manager = checkpoint.open_manager(checkpoint_dir, config.checkpoint)
+    iterator = run_data.iterator(jax.process_index(), jax.process_count())
+    train_state = _initial_state(
+        config, manager, setup, iterator, loaded_params
+    )
     del loaded_params
     start = int(jax.device_get(train_state.step))
-    step_fn, batch_sharding = setup.step_fn, setup.batch_sharding
     evaluator = None
     if config.eval.every_steps > 0:
         evaluator = _Evaluator(config, run_data, setup)
-
-    writer = metrics.MetricsWriter(
-        run_dir,
-        enabled=is_main,
-        tensorboard=config.logging.tensorboard,
-        wandb=config.logging.wandb,
-        wandb_project=config.logging.wandb_project,
-        run_config=dataclasses.asdict(config),
-    )
     model_json = _model_json(parts, config)
     run_json = dataclasses.asdict(config)
-    peak = metrics.peak_flops_for(
-        jax.devices()[0].device_kind, config.logging.peak_flops
-    )
-    if peak is None:
-        logger.info(
-            "no peak FLOP/s for device kind %r in logging.peak_flops; "
-            "MFU is not reported",
-            jax.devices()[0].device_kind,
-        )
-    flops = parts.config.flops_per_token(run_data.seq_len)
-    positions = config.data.batch_size * run_data.seq_len
-
-    progress = None
-    if is_main and config.logging.progress_bar:
-        from tqdm.auto import tqdm
-
-        progress = tqdm(total=steps, initial=start, desc="train", unit="step")
-
+    reporter = _Reporter(config, run_data, parts, steps, start)
     logger.info(
-        "training steps %d..%d of %d (%s, objective %s)",
+        "training steps %d..%d (%s, objective %s)",
         start + 1,
-        steps,
         steps,
         config.loss_normalization,
         config.objective,
     )
-    last: dict[str, float] = {}
+
+    values: dict[str, float] = {}
     try:
-        for step in range(start, steps):
+        for step in range(start + 1, steps + 1):
             tick = time.perf_counter()
             micro = data.split_micro_batches(
                 next(iterator), config.micro_batches
             )
-            batch = sharding.global_batch(micro, batch_sharding)
-            train_state, device_metrics = step_fn(train_state, batch)
-            values = _device_metrics(device_metrics)
-            seconds = time.perf_counter() - tick
-            values.update(
-                metrics.throughput(
-                    tokens=values["tokens"],
-                    positions=positions,
-                    seconds=seconds,
-                    flops_per_position=flops,
-                    peak_flops_per_device=peak,
-                    devices=jax.device_count(),
-                )
+            batch = sharding.global_batch(micro, setup.batch_sharding)
+            train_state, device_metrics = setup.step_fn(train_state, batch)
+            values = reporter.observe(
+                step, device_metrics, time.perf_counter() - tick
             )
-            if values["skipped"]:
-                logger.warning(
-                    "step %d: non-finite loss or gradient, update skipped "
-                    "(%d in a row, %d in total)",
-                    step + 1,
-                    values["nonfinite_streak"],
-                    values["nonfinite_total"],
-                )
-            if values["nonfinite_streak"] >= config.max_consecutive_nonfinite:
-                writer.write(step + 1, values)
-                raise TrainingDiverged(
-                    f"{int(values['nonfinite_streak'])} consecutive steps "
-                    "had a non-finite loss or gradient (last at step "
-                    f"{step + 1}); lower optimizer.learning_rate or check "
-                    "the data, then restart to resume from the last "
-                    "checkpoint"
-                )
 
             eval_values = {}
-            if evaluator and (step + 1) % config.eval.every_steps == 0:
+            if evaluator and step % config.eval.every_steps == 0:
                 eval_values = evaluator(train_state.params)
                 values.update(eval_values)
+            # The iterator has yielded exactly `step` batches, so the saved
+            # position matches the saved state.
             checkpoint.save(
                 manager,
                 train_state,
@@ -361,35 +406,22 @@ def train(config: TrainConfig) -> TrainResult:
                 model_config=model_json,
                 run_config=run_json,
                 metrics=eval_values or None,
-                force=step + 1 == steps,
+                force=step == steps,
             )
-            if (
-                step + 1
-            ) % config.logging.every_steps == 0 or step + 1 == steps:
-                writer.write(step + 1, values)
-            last = values
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(
-                    loss=f"{values['loss']:.4f}",
-                    nll=f"{values['nll']:.4f}",
-                    p=f"{values['mean_prob']:.3f}",
-                    lr=f"{values['learning_rate']:.2e}",
-                    tok_s=f"{values['tokens_per_s']:.0f}",
-                )
+            reporter.report(step, values)
     finally:
         manager.wait_until_finished()
         manager.close()
-        writer.close()
-        if progress is not None:
-            progress.close()
+        reporter.close()
 
     export_dir = None
     if config.export.enabled:
         from bnll_jax import export
 
-        export_dir = config.export.directory or os.path.join(run_dir, "export")
+        export_dir = config.export.directory or os.path.join(
+            config.run_dir, "export"
+        )
         export.export_params(
             train_state.params, parts, export_dir, model_json["tokenizer"]
         )
-    return TrainResult(train_state, parts, checkpoint_dir, export_dir, last)
+    return TrainResult(train_state, parts, checkpoint_dir, export_dir, values)
