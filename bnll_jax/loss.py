@@ -122,6 +122,25 @@ def fused_sequence_loss(
             f"hidden {hidden.shape[:-1]}, targets {targets.shape} and mask "
             f"{mask.shape} must share their leading dimensions"
         )
+    logp = fused_target_logprobs(
+        hidden, head, targets, vocab_block=vocab_block, token_chunk=token_chunk
+    )
+    return reduce_target_logprobs(logp, mask, objective)
+
+
+def fused_target_logprobs(
+    hidden: Array,
+    head: Array,
+    targets: Array,
+    *,
+    vocab_block: int = 1024,
+    token_chunk: int | None = None,
+) -> Array:
+    """log p of each target token, [...], without materialising logits.
+
+    Differentiable (custom VJP); the arguments are as in
+    `fused_sequence_loss`.
+    """
     if head.ndim != 2 or head.shape[1] != hidden.shape[-1]:
         raise ValueError(
             f"head must be [vocab, {hidden.shape[-1]}] (vocabulary-major), "
@@ -136,7 +155,7 @@ def fused_sequence_loss(
         logp_n = _chunked_logprobs(
             hidden_nd, head, targets_n, block, token_chunk
         )
-    return reduce_target_logprobs(logp_n, mask.reshape(-1), objective)
+    return logp_n.reshape(targets.shape)
 
 
 def _chunked_logprobs(hidden_nd, head, targets_n, block, chunk):

@@ -46,9 +46,49 @@ def test_cli_prints_weights_and_peaks_for_default_objectives(capsys):
         assert spec in out
     row = next(line for line in out.splitlines() if line.startswith("p "))
     # W(0.5) = 0.25 for 1 - p, and it peaks at p = 0.5.
-    assert "0.2500" in row and row.split()[-2] == "0.500"
+    assert "0.2500" in row and row.split()[-4] == "0.500"
 
 
 def test_cli_reports_bad_objective_without_traceback(capsys):
     assert cli.main(["analyze", "--objectives", "p,nonsense"]) == 2
     assert "valid forms" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "spec, shape",
+    [
+        ("nll", "convex"),
+        ("p", "linear"),
+        ("dft", "linear"),
+        ("power:10", "concave"),
+        ("power:0.5", "convex"),
+        ("log1m_p", "concave"),
+        ("top_logp:0.2", "neither"),
+    ],
+)
+def test_curvature_classes_match_the_objectives(spec, shape):
+    assert analyze.curvature(parse(spec)) == shape
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["nll", "p", "power:10", "power:0.5", "log1m_p", "focal:2", "power:-1"],
+)
+def test_proposition_3_2_concave_peaks_high_convex_peaks_low(spec):
+    shape = analyze.profile(parse(spec))
+    if shape.curvature == "concave":
+        assert shape.peak_p >= 0.5
+    if shape.curvature == "convex":
+        assert shape.peak_p <= 0.5
+
+
+def test_cli_writes_json_and_png(tmp_path):
+    out = tmp_path / "analysis"
+    argv = ["analyze", "--objectives", "nll,p", "--no-flow", "--out", str(out)]
+    assert cli.main(argv) == 0
+    assert (out / "gradient_weights.png").stat().st_size > 10_000
+    import json
+
+    summary = json.loads((out / "analysis.json").read_text())
+    assert [o["spec"] for o in summary["objectives"]] == ["nll", "p"]
+    assert summary["objectives"][1]["peak_p"] == pytest.approx(0.5, abs=1e-3)

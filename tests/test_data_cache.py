@@ -6,10 +6,10 @@ import logging
 
 import numpy as np
 import tensorflow_datasets as tfds
-from data_tokenizers import qwen25, smollm2
 
 from bnll_jax.data import cache, pipeline
 from bnll_jax.data.config import DataConfig
+from tests.data_tokenizers import qwen25, smollm2
 
 tfds.disable_progress_bar()
 

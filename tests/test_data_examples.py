@@ -4,11 +4,11 @@ import copy
 
 import numpy as np
 import pytest
-from data_tokenizers import TOKENIZERS, llama3, qwen25
 
 from bnll_jax.data.config import DataConfig, medical_fields
 from bnll_jax.data.examples import BadRow, Example, ExampleEncoder
 from bnll_jax.tokenizer import format_raw_prompt
+from tests.data_tokenizers import TOKENIZERS, llama3, qwen25
 
 QUESTION = "What is two plus two?"
 ANSWER = "Two plus two is 4.\nThe answer is 4."

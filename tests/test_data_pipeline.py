@@ -9,11 +9,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
-from data_tokenizers import smollm2
 
 from bnll_jax.data import pipeline
 from bnll_jax.data.config import DataConfig
 from bnll_jax.data.packing import FIELDS
+from tests.data_tokenizers import smollm2
 
 tfds.disable_progress_bar()
 

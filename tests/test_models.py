@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tiny_checkpoints
 import torch
 from flax import nnx
 from jax.sharding import AxisType
@@ -16,9 +15,11 @@ from bnll_jax.models import (
     ModelConfig,
     Transformer,
     from_pretrained,
+    save_pretrained,
 )
 from bnll_jax.models import config as config_lib
 from bnll_jax.models.transformer import positions_from_segments
+from tests import tiny_checkpoints
 
 RULES = (
     ("vocab", "tensor"),
@@ -123,7 +124,7 @@ def test_positions_restart_in_every_segment():
     )
 
 
-def test_sharded_loading_matches_unsharded(tiny):
+def test_sharded_loading_matches_unsharded(tiny, tmp_path):
     _, _, directory, model = tiny
     mesh = jax.make_mesh(
         (2, 4), ("fsdp", "tensor"), axis_types=(AxisType.Auto,) * 2
@@ -142,6 +143,12 @@ def test_sharded_loading_matches_unsharded(tiny):
     expected = _logits(model, ids)
     actual = _logits(sharded, ids)
     np.testing.assert_allclose(actual, expected, atol=1e-5)
+
+    # A sharded model saves like an unsharded one.
+    save_pretrained(sharded, str(tmp_path))
+    np.testing.assert_array_equal(
+        _logits(from_pretrained(str(tmp_path)), ids), expected
+    )
 
 
 def test_kv_cache_decoding_matches_full_forward(llama):
@@ -215,6 +222,16 @@ def test_num_params_matches_transformers(tiny):
     params = nnx.state(model, nnx.Param)
     leaves = jax.tree.leaves(params)
     assert sum(x.size for x in leaves) == model.config.num_params()
+
+
+def test_flops_per_token_counts_matmuls_and_attention(llama):
+    _, _, _, model = llama
+    c = model.config
+    # The untied input embedding is a lookup, not a matmul.
+    matmul_params = c.num_params() - c.vocab_size * c.hidden_size
+    assert c.flops_per_token(0) == 6 * matmul_params
+    attention = 12 * c.num_layers * c.num_heads * c.head_dim * 100
+    assert c.flops_per_token(100) - c.flops_per_token(0) == attention
 
 
 def test_every_parameter_has_logical_axis_names(tiny):
@@ -298,3 +315,33 @@ def test_random_init_model_runs_with_segment_ids():
     assert hidden.shape == (2, 5, 16)
     assert np.isfinite(np.asarray(hidden)).all()
     assert dataclasses.is_dataclass(model.config)
+
+
+def test_remat_saves_only_block_inputs_for_backward():
+    # Shapes only: which activations the backward pass keeps is decided
+    # at trace time, so no compile is needed.
+    def residual_shapes(remat):
+        config = ModelConfig(
+            vocab_size=32,
+            hidden_size=16,
+            num_layers=2,
+            num_heads=2,
+            num_kv_heads=1,
+            head_dim=8,
+            intermediate_size=48,
+            remat=remat,
+        )
+        model = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0)))
+        graphdef, state = nnx.split(model)
+        ids = jnp.zeros((2, 24), jnp.int32)
+
+        def loss(s):
+            return nnx.merge(graphdef, s)(ids).sum()
+
+        # The VJP closure's leaves are exactly what the backward keeps.
+        vjp_fn = jax.eval_shape(lambda s: jax.vjp(loss, s)[1], state)
+        return {tuple(x.shape) for x in jax.tree.leaves(vjp_fn)}
+
+    mlp_activation = (2, 24, 48)
+    assert mlp_activation in residual_shapes(remat=False)
+    assert mlp_activation not in residual_shapes(remat=True)

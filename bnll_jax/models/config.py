@@ -116,19 +116,18 @@ class ModelConfig:
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs per token: 6 N plus the attention score term.
 
-        N counts the parameters used in matmuls: every block and the output
-        head, but not the input embedding, which is a lookup. Attention
-        adds 12 * layers * heads * head_dim * seq_len (QK^T and AV, forward
-        and backward, without causal halving: the usual MFU convention).
+        N is every parameter but the input embedding, which is a lookup
+        rather than a matmul (a tied table still counts once, as the
+        head). Attention adds 12 * layers * heads * head_dim * seq_len
+        (QK^T and AV, forward and backward, without causal halving: the
+        usual MFU convention).
         """
-        n_matmul = (
-            self.num_layers * self._num_block_params()
-            + self.vocab_size * self.hidden_size
-        )
+        embedding = self.vocab_size * self.hidden_size
+        lookup = 0 if self.tie_word_embeddings else embedding
         attention = (
             12 * self.num_layers * self.num_heads * self.head_dim * seq_len
         )
-        return 6.0 * n_matmul + attention
+        return 6.0 * (self.num_params() - lookup) + attention
 
 
 def _rope_from_hf(cfg: dict[str, Any], source: str):

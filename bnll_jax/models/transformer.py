@@ -72,29 +72,16 @@ class Attention(nnx.Module):
     def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
         c = config
         d, n, k, h = c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim
+        q_axes, kv_axes = ("heads", "head_dim"), ("kv_heads", "head_dim")
         self.config = config
-        self.q_kernel = _param(
-            rngs, (d, n, h), ("embed", "heads", "head_dim"), c
-        )
-        self.k_kernel = _param(
-            rngs, (d, k, h), ("embed", "kv_heads", "head_dim"), c
-        )
-        self.v_kernel = _param(
-            rngs, (d, k, h), ("embed", "kv_heads", "head_dim"), c
-        )
-        self.o_kernel = _param(
-            rngs, (n, h, d), ("heads", "head_dim", "embed"), c
-        )
+        self.q_kernel = _param(rngs, (d, n, h), ("embed", *q_axes), c)
+        self.k_kernel = _param(rngs, (d, k, h), ("embed", *kv_axes), c)
+        self.v_kernel = _param(rngs, (d, k, h), ("embed", *kv_axes), c)
+        self.o_kernel = _param(rngs, (n, h, d), (*q_axes, "embed"), c)
         if c.qkv_bias:
-            self.q_bias = _param(
-                None, (n, h), ("heads", "head_dim"), c, "zeros"
-            )
-            self.k_bias = _param(
-                None, (k, h), ("kv_heads", "head_dim"), c, "zeros"
-            )
-            self.v_bias = _param(
-                None, (k, h), ("kv_heads", "head_dim"), c, "zeros"
-            )
+            self.q_bias = _param(None, (n, h), q_axes, c, "zeros")
+            self.k_bias = _param(None, (k, h), kv_axes, c, "zeros")
+            self.v_bias = _param(None, (k, h), kv_axes, c, "zeros")
         if c.o_bias:
             self.o_bias = _param(None, (d,), ("embed",), c, "zeros")
 
@@ -121,26 +108,17 @@ class Attention(nnx.Module):
         v_btkh = self._project(x_btd, self.v_kernel, "v_bias")
 
         if cache is None:
-            keys, values, segment_k, offset = (
-                k_btkh,
-                v_btkh,
-                segment_ids_bt,
-                0,
-            )
+            keys, values, segment_k, offset = k_btkh, v_btkh, segment_ids_bt, 0
             new_kv = None
         else:
             k_cache, v_cache, segment_k, offset = cache
-            keys = jax.lax.dynamic_update_slice_in_dim(
-                k_cache, k_btkh.astype(k_cache.dtype), offset, axis=1
+            new_kv = tuple(
+                jax.lax.dynamic_update_slice_in_dim(
+                    full, new.astype(full.dtype), offset, axis=1
+                )
+                for full, new in ((k_cache, k_btkh), (v_cache, v_btkh))
             )
-            values = jax.lax.dynamic_update_slice_in_dim(
-                v_cache, v_btkh.astype(v_cache.dtype), offset, axis=1
-            )
-            new_kv = (keys, values)
-            keys, values = (
-                keys.astype(q_btnh.dtype),
-                values.astype(q_btnh.dtype),
-            )
+            keys, values = (x.astype(q_btnh.dtype) for x in new_kv)
 
         attend = attention.get(self.config.attention_impl)
         out_btnh = attend(
