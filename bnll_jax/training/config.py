@@ -136,7 +136,7 @@ class DistributedSection:
 @dataclasses.dataclass(frozen=True)
 class CheckpointSection:
     # Orbax checkpoint root, local or gs://; default: <run_dir>/checkpoints.
-    directory: str | None = None
+    dir: str | None = None
     every_steps: int = 100
     # Most recent checkpoints kept.
     keep: int = 3
@@ -159,7 +159,7 @@ class ExportSection:
     # Save the final model in Hugging Face format.
     enabled: bool = True
     # Default: <run_dir>/export.
-    directory: str | None = None
+    dir: str | None = None
 
 
 # Dense bf16 peak FLOP/s per chip from the vendors' data sheets, keyed by a

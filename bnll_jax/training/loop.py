@@ -339,7 +339,7 @@ def train(config: TrainConfig) -> TrainResult:
     )
     validate(config)
     os.makedirs(config.run_dir, exist_ok=True)
-    checkpoint_dir = config.checkpoint.directory or os.path.join(
+    checkpoint_dir = config.checkpoint.dir or os.path.join(
         config.run_dir, "checkpoints"
     )
     mesh = make_mesh(config)
@@ -418,7 +418,7 @@ def train(config: TrainConfig) -> TrainResult:
     if config.export.enabled:
         from bnll_jax import export
 
-        export_dir = config.export.directory or os.path.join(
+        export_dir = config.export.dir or os.path.join(
             config.run_dir, "export"
         )
         export.export_params(
