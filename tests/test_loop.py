@@ -3,8 +3,10 @@
 import json
 import os
 
+import grain
 import jax
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -36,3 +38,36 @@ def test_consecutive_non_finite_steps_stop_the_run(tmp_path, monkeypatch):
     # Every step was skipped and counted, and the run stopped at the third.
     assert [r["nonfinite_total"] for r in rows] == [1, 2, 3]
     assert not (tmp_path / "export").exists()
+
+
+def test_resuming_a_pretrained_run_reads_the_architecture_from_the_checkpoint(
+    tmp_path,
+):
+    from bnll_jax.models.config import to_hf_config
+    from bnll_jax.training import checkpoint
+
+    config = config_lib.load_config(
+        os.path.join(ROOT, "configs", "tiny.yaml"),
+        # A model that cannot be loaded: resuming must not try.
+        ["model.name=/nonexistent/model", "model.dtype=bfloat16"],
+    )
+    tiny = state.tiny_model_config(config.model)
+    manager = checkpoint.open_manager(str(tmp_path), config.checkpoint)
+    params = {"w": np.zeros(2, np.float32)}
+    checkpoint.save(
+        manager,
+        state.new_state(params, optax.adamw(1e-3), seed=0),
+        iter(grain.MapDataset.range(3).to_iter_dataset()),
+        model_config={"hf_config": to_hf_config(tiny), "tokenizer": None},
+        run_config={},
+        force=True,
+    )
+    manager.wait_until_finished()
+
+    parts, loaded = loop._load_model(config, loop.make_mesh(config), manager)
+    assert loaded is None
+    assert parts.config.hidden_size == tiny.hidden_size
+    assert parts.config.num_layers == tiny.num_layers
+    assert parts.config.dtype == "bfloat16"
+    assert parts.config.param_dtype == "float32"
+    manager.close()

@@ -141,6 +141,15 @@ def restore(
     )
 
 
+def saved_model_config(manager: ocp.CheckpointManager) -> dict[str, Any]:
+    """The `model` item (HF config, tokenizer) of the latest checkpoint."""
+    restored = manager.restore(
+        manager.latest_step(),
+        args=ocp.args.Composite(model=ocp.args.JsonRestore()),
+    )
+    return restored["model"]
+
+
 def restore_params(
     directory: str, step: int | None = None
 ) -> tuple[dict[str, Any], dict[str, Any], int]:

@@ -48,10 +48,25 @@ def _rules(config: TrainConfig) -> sharding.Rules:
     return extra + sharding.DEFAULT_RULES
 
 
-def _load_model(config: TrainConfig, mesh: Mesh):
-    """(parts, params or None): None means "initialise randomly"."""
+def _load_model(config: TrainConfig, mesh: Mesh, manager):
+    """(parts, params or None): None means "initialise or restore".
+
+    A run that will resume takes the architecture from its checkpoint and
+    never reads the original weights.
+    """
     if config.model.name == "tiny":
         model_config = state.tiny_model_config(config.model)
+        return state.abstract_parts(model_config, config.seed), None
+    if manager.latest_step() is not None:
+        from bnll_jax.models.config import from_hf_config
+
+        saved = checkpoint.saved_model_config(manager)
+        model_config = dataclasses.replace(
+            from_hf_config(saved["hf_config"], "checkpoint"),
+            param_dtype="float32",
+            dtype=config.model.dtype,
+            remat=config.model.remat,
+        )
         return state.abstract_parts(model_config, config.seed), None
     from bnll_jax.models import from_pretrained
 
@@ -347,9 +362,8 @@ def train(config: TrainConfig) -> TrainResult:
         "mesh %s over %s", dict(mesh.shape), jax.devices()[0].device_kind
     )
 
-    # TODO: a resumed pretrained run still reads the original weights to
-    # learn the architecture; reading only its config would save the I/O.
-    parts, loaded_params = _load_model(config, mesh)
+    manager = checkpoint.open_manager(checkpoint_dir, config.checkpoint)
+    parts, loaded_params = _load_model(config, mesh, manager)
     tokenizer = _tokenizer(config)
     if tokenizer is not None:
         from bnll_jax.models import check_vocab
@@ -358,8 +372,6 @@ def train(config: TrainConfig) -> TrainResult:
     run_data = data.RunData(config.data, parts.config.vocab_size, tokenizer)
     steps = run_steps(config, run_data.steps)
     setup = prepare(config, parts, mesh, steps)
-
-    manager = checkpoint.open_manager(checkpoint_dir, config.checkpoint)
     iterator = run_data.iterator(jax.process_index(), jax.process_count())
     train_state = _initial_state(
         config, manager, setup, iterator, loaded_params
@@ -418,9 +430,7 @@ def train(config: TrainConfig) -> TrainResult:
     if config.export.enabled:
         from bnll_jax import export
 
-        export_dir = config.export.dir or os.path.join(
-            config.run_dir, "export"
-        )
+        export_dir = config.export.dir or os.path.join(config.run_dir, "export")
         export.export_params(
             train_state.params, parts, export_dir, model_json["tokenizer"]
         )
