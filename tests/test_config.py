@@ -65,6 +65,8 @@ def test_bad_keys_and_types_are_errors_naming_the_key(overrides, message):
         (["loss_normalization=sum"], "loss_normalization must be one of"),
         (["checkpoint.keep_best=true", "eval.every_steps=0"],
          "needs an eval loss"),
+        (["checkpoint.keep_best=true", "eval.every_steps=3"],
+         "must be a multiple of checkpoint.every_steps"),
     ],
 )  # fmt: skip
 def test_invalid_settings_fail_before_any_compilation(

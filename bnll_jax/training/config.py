@@ -332,6 +332,16 @@ def validate(config: TrainConfig, device_count: int | None = None) -> None:
         raise ValueError(
             "checkpoint.keep_best needs an eval loss; set eval.every_steps"
         )
+    if (
+        config.checkpoint.keep_best
+        and config.eval.every_steps % config.checkpoint.every_steps
+    ):
+        # Only a saved step can be kept as the best one.
+        raise ValueError(
+            "with checkpoint.keep_best, eval.every_steps "
+            f"({config.eval.every_steps}) must be a multiple of "
+            f"checkpoint.every_steps ({config.checkpoint.every_steps})"
+        )
 
     if config.data.batch_size % config.micro_batches:
         raise ValueError(
