@@ -91,27 +91,35 @@ def test_accumulating_micro_batches_equals_one_step_on_concatenation(
     assert _max_diff(state_a.params, params) > 1e-4  # it did train
 
 
-def test_reference_normalisation_is_mean_of_micro_batch_token_means(
+def test_reference_normalisation_is_mean_of_per_rank_micro_batch_means(
     one_and_four,
 ):
     whole, _, params, _ = one_and_four
+    # 2 micro-batches of 16 rows, each split over 2 reference ranks: four
+    # groups of 8 rows, the reference trainer's per-GPU micro-batches.
     source, reference = _setup(
-        "micro_batches=4", "data.batch_size=32", "loss_normalization=reference"
+        "micro_batches=2",
+        "data.batch_size=32",
+        "loss_normalization=reference",
+        "reference_ranks=2",
     )
-    batch = _batch(source, 4, batch_size=32)
+    batch = _batch(source, 2, batch_size=32)
     _, metrics = reference.step_fn(_fresh(reference, params), batch)
 
-    # A one-micro-batch token-mean step reports that micro-batch's mean.
-    means = []
-    for m in range(4):
-        micro = {k: v[m : m + 1] for k, v in batch.items()}
-        means.append(
-            float(whole.step_fn(_fresh(whole, params), micro)[1]["loss"])
-        )
+    # A one-micro-batch token-mean step of 8 rows reports that group's mean.
+    groups = [
+        {k: v[m : m + 1, 8 * g : 8 * g + 8] for k, v in batch.items()}
+        for m in range(2)
+        for g in range(2)
+    ]
+    means = [
+        float(whole.step_fn(_fresh(whole, params), group)[1]["loss"])
+        for group in groups
+    ]
     assert np.std(means) > 1e-3  # the two normalisations really differ
     assert abs(np.mean(means) - float(metrics["loss"])) < 1e-5
-    tokens = np.sum(np.asarray(batch["loss_mask"]), axis=(1, 2))
-    token_mean = np.dot(means, tokens) / tokens.sum()
+    tokens = [float(np.sum(group["loss_mask"])) for group in groups]
+    token_mean = np.dot(means, tokens) / np.sum(tokens)
     assert abs(token_mean - float(metrics["loss"])) > 1e-4
 
 
