@@ -71,3 +71,31 @@ def test_resuming_a_pretrained_run_reads_the_architecture_from_the_checkpoint(
     assert parts.config.dtype == "bfloat16"
     assert parts.config.param_dtype == "float32"
     manager.close()
+
+
+def test_step_time_includes_waiting_for_the_step_to_finish(tmp_path):
+    import time
+    from types import SimpleNamespace
+
+    class Pending(float):
+        """A metric that, like a device array, is ready only after a wait."""
+
+        def __float__(self):
+            time.sleep(0.2)
+            return float.__float__(self)
+
+    config = config_lib.load_config(
+        os.path.join(ROOT, "configs", "tiny.yaml"), [f"run_dir={tmp_path}"]
+    )
+    parts = SimpleNamespace(
+        config=SimpleNamespace(flops_per_token=lambda seq_len: 1.0)
+    )
+    reporter = loop._Reporter(
+        config, SimpleNamespace(seq_len=32), parts, steps=1, start=0
+    )
+    names = ["tokens", "skipped", "nonfinite_streak", "nonfinite_total"]
+    device_metrics = {name: Pending(0.0) for name in names}
+    device_metrics["tokens"] = Pending(100.0)
+    values = reporter.observe(1, device_metrics, time.perf_counter())
+    reporter.close()
+    assert values["tokens_per_s"] < 100.0 / 0.2

@@ -279,9 +279,14 @@ class _Reporter:
                 total=steps, initial=start, desc="train", unit="step"
             )
 
-    def observe(self, step: int, device_metrics, seconds: float) -> dict:
-        """Host values of a finished step; raises when it keeps diverging."""
+    def observe(self, step: int, device_metrics, started: float) -> dict:
+        """Host values of a finished step; raises when it keeps diverging.
+
+        `started` is the perf_counter() reading taken before the step's
+        batch was fetched; the clock stops once its metrics are on the host.
+        """
         values = _device_metrics(device_metrics)
+        seconds = time.perf_counter() - started
         values.update(
             metrics.throughput(
                 tokens=values["tokens"],
@@ -401,9 +406,7 @@ def train(config: TrainConfig) -> TrainResult:
             )
             batch = sharding.global_batch(micro, setup.batch_sharding)
             train_state, device_metrics = setup.step_fn(train_state, batch)
-            values = reporter.observe(
-                step, device_metrics, time.perf_counter() - tick
-            )
+            values = reporter.observe(step, device_metrics, tick)
 
             eval_values = {}
             if evaluator and step % config.eval.every_steps == 0:
