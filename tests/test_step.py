@@ -18,7 +18,7 @@ OVERRIDES = [
     "data.synthetic.num_examples=64",
     "steps=4",
     "optimizer.warmup_ratio=0",
-    "optimizer.learning_rate=1e-3",
+    "optimizer.learning_rate=1e-4",
     "loss_vocab_block=128",
     "mesh.fsdp=1",
 ]
@@ -88,7 +88,7 @@ def test_accumulating_micro_batches_equals_one_step_on_concatenation(
     )
     assert grad_a > 0 and abs(grad_a - grad_b) < 1e-6 * grad_a
     assert _max_diff(state_a.params, state_b.params) < 1e-5
-    assert _max_diff(state_a.params, params) > 1e-4  # it did train
+    assert _max_diff(state_a.params, params) > 5e-5  # it did train
 
 
 def test_reference_normalisation_is_mean_of_per_rank_micro_batch_means(
