@@ -27,6 +27,14 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "bnll_jax.evaluation.cli",
         "generate on a benchmark and score it (math, mcq, figfont, ...)",
     ),
+    "train": (
+        "bnll_jax.train",
+        "train or resume a run: bnll train CONFIG [key=value ...]",
+    ),
+    "export": (
+        "bnll_jax.export",
+        "export a checkpoint in Hugging Face format",
+    ),
 }
 
 

@@ -1,0 +1,1 @@
+"""Training: config, sharded step, checkpoints, metrics and the loop."""
