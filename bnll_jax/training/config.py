@@ -197,6 +197,8 @@ class TrainConfig:
     run_dir: str = "runs/default"
     # Objective spec, see bnll_jax.objectives.parse: "nll", "p",
     # "power:10", "top_logp:0.2", or reference keys like "GeneralFamily-10".
+    # "auto" diagnoses the base model on the training data first and uses
+    # the recommended objective (bnll_jax.training.auto_objective).
     objective: str = "nll"
     # Optimizer steps; null trains data.num_epochs passes over the data.
     steps: int | None = None
@@ -300,7 +302,8 @@ def validate(config: TrainConfig, device_count: int | None = None) -> None:
     from bnll_jax import objectives, sharding
 
     try:
-        objectives.parse(config.objective)
+        if config.objective != "auto":
+            objectives.parse(config.objective)
     except ValueError as error:
         raise ValueError(f"objective: {error}") from None
 

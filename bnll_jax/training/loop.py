@@ -23,7 +23,14 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bnll_jax import objectives, sharding
-from bnll_jax.training import checkpoint, data, metrics, optimizer, state
+from bnll_jax.training import (
+    auto_objective,
+    checkpoint,
+    data,
+    metrics,
+    optimizer,
+    state,
+)
 from bnll_jax.training import step as step_lib
 from bnll_jax.training.config import TrainConfig, validate
 
@@ -358,6 +365,7 @@ def train(config: TrainConfig) -> TrainResult:
         config.distributed.process_id,
     )
     validate(config)
+    config = auto_objective.resolve(config)
     os.makedirs(config.run_dir, exist_ok=True)
     checkpoint_dir = config.checkpoint.dir or os.path.join(
         config.run_dir, "checkpoints"
