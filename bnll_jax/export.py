@@ -60,15 +60,41 @@ def export_params(
     return out_dir
 
 
-def run(args: argparse.Namespace) -> int:
+def restore(checkpoint_dir: str, step: int | None = None):
+    """(params, model parts, model json, step) of a training checkpoint."""
     from bnll_jax.models.config import from_hf_config
     from bnll_jax.training import checkpoint, state
 
-    params, model_json, step = checkpoint.restore_params(
-        args.checkpoint_dir, args.step
+    params, model_json, step = checkpoint.restore_params(checkpoint_dir, step)
+    model_config = from_hf_config(model_json["hf_config"], checkpoint_dir)
+    return params, state.abstract_parts(model_config), model_json, step
+
+
+def restore_model(checkpoint_dir: str, dtype: str = "float32"):
+    """(Transformer, model json, step) from a training checkpoint.
+
+    The weights are cast to `dtype`, which is also the compute dtype: what
+    inference (evaluation, diagnosis) wants.
+    """
+    import dataclasses
+
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from bnll_jax.training import state
+
+    params, parts, model_json, step = restore(checkpoint_dir)
+    config = dataclasses.replace(parts.config, param_dtype=dtype, dtype=dtype)
+    parts = state.abstract_parts(config)
+    params = jax.tree.map(
+        lambda x: np.asarray(jax.device_get(x)).astype(dtype), params
     )
-    model_config = from_hf_config(model_json["hf_config"], "checkpoint")
-    parts = state.abstract_parts(model_config)
+    return nnx.merge(parts.graphdef, params, parts.rest), model_json, step
+
+
+def run(args: argparse.Namespace) -> int:
+    params, parts, model_json, step = restore(args.checkpoint_dir, args.step)
     export_params(
         params, parts, args.out_dir, args.tokenizer or model_json["tokenizer"]
     )

@@ -133,3 +133,22 @@ def test_export_command_writes_a_checkpoint_as_hf(tmp_path, env, uninterrupted):
     final = _weights(uninterrupted)
     for name in final:
         assert np.array_equal(exported[name], final[name]), name
+
+
+def test_evaluation_restores_the_exported_weights_from_a_run(uninterrupted):
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from bnll_jax.evaluation import loading
+    from bnll_jax.models import from_pretrained
+
+    checkpoints = loading._checkpoint_directory(str(uninterrupted))
+    assert checkpoints == str(uninterrupted / "checkpoints")
+    model, tokenizer_name = loading.model_from_training_checkpoint(
+        checkpoints, "float32"
+    )
+    assert tokenizer_name is None  # the tiny run has no tokenizer
+    exported = from_pretrained(str(uninterrupted / "export"))
+    ids = jnp.arange(24, dtype=jnp.int32).reshape(2, 12) % 256
+    forward = nnx.jit(lambda m, x: m.logits(m(x)))
+    np.testing.assert_array_equal(forward(model, ids), forward(exported, ids))

@@ -15,7 +15,6 @@ decode batch over "data", so a model larger than one device still runs.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 
@@ -67,21 +66,13 @@ def _checkpoint_directory(path: str) -> str | None:
     return None
 
 
-def _from_training_checkpoint(directory: str, dtype: str, mesh):
-    # TODO: written against the training package's `restore_params` and
-    # `abstract_parts`, which are not merged into this branch yet; this
-    # path has no test until they are.
+def model_from_training_checkpoint(directory: str, dtype: str, mesh=None):
+    """(model, tokenizer name or None) from an Orbax training checkpoint."""
     from flax import nnx
 
-    from bnll_jax.models.config import from_hf_config
-    from bnll_jax.training import checkpoint, state
+    from bnll_jax.export import restore_model
 
-    params, model_json, step = checkpoint.restore_params(directory)
-    config = from_hf_config(model_json["hf_config"], directory)
-    config = dataclasses.replace(config, param_dtype=dtype, dtype=dtype)
-    parts = state.abstract_parts(config)
-    params = jax.tree.map(lambda x: np.asarray(x).astype(dtype), params)
-    model = nnx.merge(parts.graphdef, params, parts.rest)
+    model, model_json, step = restore_model(directory, dtype)
     if mesh is not None:
         graphdef, model_state = nnx.split(model)
         with nnx.logical_axis_rules(INFERENCE_RULES):
@@ -111,7 +102,7 @@ def load_model_and_tokenizer(
     mesh = inference_mesh(tensor_parallel)
     checkpoint_dir = _checkpoint_directory(reference)
     if checkpoint_dir is not None:
-        model, trained_tokenizer = _from_training_checkpoint(
+        model, trained_tokenizer = model_from_training_checkpoint(
             checkpoint_dir, dtype, mesh
         )
         tokenizer_name = tokenizer_name or trained_tokenizer
