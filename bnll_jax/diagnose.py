@@ -7,8 +7,9 @@ gives every response token. `bnll_jax.continuum` turns those into the
 paper's capability statistic, its band and the objective to use.
 
 Sampled examples are packed into fixed-length rows (segment ids keep them
-apart) and run through one jitted forward pass per batch of rows; the
-fused head gives each target's log p without the [tokens, vocab] logits.
+apart) and run through one jitted forward pass per batch of rows, split
+over the devices; the fused head gives each target's log p without the
+[tokens, vocab] logits.
 """
 
 from __future__ import annotations
@@ -61,14 +62,18 @@ def sample_examples(data_config, tokenizer, max_examples: int, seed: int):
     return TokenizedExamples(examples), bad
 
 
-def _forward_fn(model):
+def _forward_fn(model, mesh=None):
     import jax
     import jax.numpy as jnp
     from flax import nnx
+    from jax.sharding import NamedSharding, PartitionSpec
 
     from bnll_jax import loss
 
     graphdef, state = nnx.split(model)
+    # Rows are split over the mesh's "data" axis; the weights keep the
+    # sharding they were loaded with.
+    rows = None if mesh is None else NamedSharding(mesh, PartitionSpec("data"))
 
     @jax.jit
     def token_probs(state, batch):
@@ -83,7 +88,12 @@ def _forward_fn(model):
         )
         return jnp.exp(logp)
 
-    return lambda batch: token_probs(state, batch)
+    def forward(batch):
+        if rows is not None:
+            batch = jax.device_put(batch, rows)
+        return token_probs(state, batch)
+
+    return forward
 
 
 def token_probabilities(
@@ -93,14 +103,22 @@ def token_probabilities(
     pad_id: int,
     batch_rows: int = 4,
     progress: bool = True,
+    mesh=None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """p of every response token, and the example (row index) it is in."""
+    """p of every response token, and the example (row index) it is in.
+
+    With a mesh, `batch_rows` is rounded up to a multiple of its "data"
+    axis so every device reads whole rows.
+    """
     import tqdm
 
     from bnll_jax.data import packing
 
+    if mesh is not None:
+        data = mesh.shape["data"]
+        batch_rows = -(-batch_rows // data) * data
     bins = packing.best_fit_decreasing(examples.lengths, seq_len)
-    forward = _forward_fn(model)
+    forward = _forward_fn(model, mesh)
     probs, owners = [], []
     batches = range(0, len(bins), batch_rows)
     for start in tqdm.tqdm(batches, desc="diagnose", disable=not progress):
@@ -131,14 +149,21 @@ def run_diagnosis(
     batch_rows: int = 4,
     dtype: str = "float32",
     progress: bool = True,
+    tensor_parallel: int = 1,
+    tokenizer_name: str | None = None,
 ) -> tuple[continuum.Diagnosis, dict[str, Any]]:
-    """Loads the model and data, and diagnoses them; also returns context."""
-    from bnll_jax.models import check_vocab, from_pretrained
-    from bnll_jax.tokenizer import load_tokenizer
+    """Loads the model and data, and diagnoses them; also returns context.
 
-    tokenizer = load_tokenizer(model_name)
-    model = from_pretrained(model_name, dtype=dtype)
-    check_vocab(tokenizer, model.config)
+    `model_name` is anything `bnll eval` accepts: a preset, a HF directory,
+    a GGUF file, a hub id or a training run's checkpoint directory. The
+    model is laid out on all devices: rows over a "data" mesh axis,
+    weights over `tensor_parallel` devices.
+    """
+    from bnll_jax.evaluation.loading import load_model_and_tokenizer
+
+    model, tokenizer, mesh = load_model_and_tokenizer(
+        model_name, tokenizer_name, dtype, tensor_parallel
+    )
     data_config = data_config.resolved()
     examples, bad = sample_examples(data_config, tokenizer, max_examples, seed)
     probs, owners = token_probabilities(
@@ -148,6 +173,7 @@ def run_diagnosis(
         tokenizer.pad_token_id,
         batch_rows=batch_rows,
         progress=progress,
+        mesh=mesh,
     )
     diagnosis = continuum.diagnose(probs, owners, seed=seed)
     context = {
@@ -288,7 +314,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="any other DataConfig field, e.g. num_generated=[2000,100]",
     )
-    parser.add_argument("--batch-rows", type=int, default=4)
+    parser.add_argument(
+        "--batch-rows", type=int, default=4, help="packed rows per forward pass"
+    )
+    parser.add_argument(
+        "--tensor-parallel",
+        type=int,
+        default=1,
+        help="devices each copy of the weights spans",
+    )
+    parser.add_argument(
+        "--tokenizer", default=None, help="tokenizer, if not the model's own"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--out", default=None, help="directory for diagnosis.json and a PNG"
@@ -343,6 +380,8 @@ def run(args: argparse.Namespace) -> int:
         max_examples=args.max_examples,
         seed=args.seed,
         batch_rows=args.batch_rows,
+        tensor_parallel=args.tensor_parallel,
+        tokenizer_name=args.tokenizer,
     )
     _print_summary(diagnosis, context)
     if args.out:
