@@ -32,7 +32,8 @@ DEFAULT_EXAMPLES = 512
 def sample_examples(data_config, tokenizer, max_examples: int, seed: int):
     """Encodes a seeded random sample of rows as training would.
 
-    Returns the `TokenizedExamples` and the `BadRow`s that were skipped.
+    Returns the `TokenizedExamples`, the `BadRow`s that were skipped, and
+    the row indices of the examples cut to `max_length`.
     """
     from bnll_jax.data import ExampleEncoder, open_rows
     from bnll_jax.data.examples import BadRow, TokenizedExamples
@@ -59,7 +60,8 @@ def sample_examples(data_config, tokenizer, max_examples: int, seed: int):
             f"none of the {count} sampled rows of {rows.name} gave an "
             "example; check the prompt/response fields"
         )
-    return TokenizedExamples(examples), bad
+    truncated = [e.index for e in examples if e.truncated]
+    return TokenizedExamples(examples), bad, truncated
 
 
 def _forward_fn(model, mesh=None):
@@ -165,7 +167,9 @@ def run_diagnosis(
         model_name, tokenizer_name, dtype, tensor_parallel
     )
     data_config = data_config.resolved()
-    examples, bad = sample_examples(data_config, tokenizer, max_examples, seed)
+    examples, bad, truncated = sample_examples(
+        data_config, tokenizer, max_examples, seed
+    )
     probs, owners = token_probabilities(
         model,
         examples,
@@ -185,13 +189,7 @@ def run_diagnosis(
         "prompt_format": data_config.prompt_format,
         "sampled_rows": int(len(examples) + len(bad)),
         "skipped_rows": [(b.index, b.reason) for b in bad],
-        "truncated_examples": int(
-            sum(
-                1
-                for i in range(len(examples))
-                if examples.lengths[i] >= data_config.max_length
-            )
-        ),
+        "truncated_rows": truncated,
     }
     return diagnosis, context
 

@@ -44,7 +44,7 @@ def test_token_probabilities_match_transformers_on_gsm_symbolic(
         data_dir=data_dir,
         max_length=512,
     ).resolved()
-    examples, bad = diagnose.sample_examples(config, tokenizer, 6, seed=1)
+    examples, bad, _ = diagnose.sample_examples(config, tokenizer, 6, seed=1)
     assert not bad and len(examples) == 6
 
     probs, owners = diagnose.token_probabilities(
@@ -80,7 +80,7 @@ def test_figlet_fonts_place_smollm2_at_the_weak_end(
         data_dir=data_dir,
         max_length=800,
     ).resolved()
-    examples, _ = diagnose.sample_examples(config, tokenizer, 4, seed=0)
+    examples, _, _ = diagnose.sample_examples(config, tokenizer, 4, seed=0)
     probs, owners = diagnose.token_probabilities(
         model,
         examples,
