@@ -41,9 +41,7 @@ def autodiff_gradient_weight(objective, p):
 
     def token_loss(correct_logit):
         logits = jnp.stack([correct_logit, jnp.zeros_like(correct_logit)])
-        logp = jax.nn.log_softmax(logits)[0]
-        kept = objective.keep(logp)
-        return jnp.where(kept, objective.per_token_loss(logp), 0.0)
+        return objective.token_loss(jax.nn.log_softmax(logits)[0])
 
     p = jnp.asarray(p, jnp.float32)
     correct_logit = jnp.log(p) - jnp.log1p(-p)

@@ -91,9 +91,7 @@ def accuracy_rate(base: Base, objective: Objective, noise: float) -> float:
 def _rate_fn(objective: Objective):
     # One compilation per objective; the noise rate is a traced argument.
     def token_loss(z, label):
-        logp = jax.nn.log_softmax(z)[label]
-        kept = objective.keep(logp)
-        return jnp.where(kept, objective.per_token_loss(logp), 0.0)
+        return objective.token_loss(jax.nn.log_softmax(z)[label])
 
     def true_prob(z, true_token):
         return jax.nn.softmax(z)[true_token]

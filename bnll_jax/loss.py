@@ -60,11 +60,10 @@ def reduce_target_logprobs(
     mask = mask.astype(bool)
     kept = mask & objective.keep(logp)
 
-    # Evaluate f only at kept tokens: a padding token's logp may be extreme
-    # and would otherwise leak a NaN into the gradient through jnp.where.
-    safe_logp = jnp.where(kept, logp, -1.0)
-    per_token = objective.per_token_loss(safe_logp)
-    loss_sum = jnp.sum(jnp.where(kept, per_token, 0.0))
+    # A padding token's logp may be extreme; keep it out of f altogether so
+    # it cannot leak a NaN into the gradient through jnp.where.
+    per_token = objective.token_loss(jnp.where(mask, logp, -1.0))
+    loss_sum = jnp.sum(jnp.where(mask, per_token, 0.0))
 
     stats_logp = jax.lax.stop_gradient(jnp.where(mask, logp, 0.0))
     return LossOutput(

@@ -189,6 +189,14 @@ class Objective:
             return p <= self.q
         return jnp.ones(logp.shape, bool)
 
+    def token_loss(self, logp: Array) -> Array:
+        """f(p)·1{kept} per token: the objective a single token sees."""
+        kept = self.keep(logp)
+        # Evaluate f only where kept, so a dropped token's extreme logp
+        # cannot leak a NaN into the gradient through jnp.where.
+        safe_logp = jnp.where(kept, logp, -1.0)
+        return jnp.where(kept, self.per_token_loss(safe_logp), 0.0)
+
     def ce_scale(self, p: Array) -> Array:
         """w(p) = -p·f'(p): the factor on the cross-entropy gradient.
 

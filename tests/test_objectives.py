@@ -89,8 +89,7 @@ def test_parse_rejects_bad_specs_and_lists_valid_forms(spec):
 
 
 def _token_loss(objective, logits, target):
-    logp = jax.nn.log_softmax(logits)[target]
-    return jnp.where(objective.keep(logp), objective.per_token_loss(logp), 0.0)
+    return objective.token_loss(jax.nn.log_softmax(logits)[target])
 
 
 def _random_tokens(seed, tokens=64, vocab=12, scale=3.0):
@@ -119,12 +118,7 @@ def test_gradient_weight_equals_autodiff_derivative(spec):
     objective = parse(spec)
     p = jnp.linspace(0.01, 0.99, 99)
 
-    def f_of_p(prob):
-        logp = jnp.log(prob)
-        kept = objective.keep(logp)
-        return jnp.where(kept, objective.per_token_loss(logp), 0.0)
-
-    f_prime = jax.vmap(jax.grad(f_of_p))(p)
+    f_prime = jax.vmap(jax.grad(lambda q: objective.token_loss(jnp.log(q))))(p)
     expected = -f_prime * p * (1 - p)
     np.testing.assert_allclose(
         objective.gradient_weight(p), expected, rtol=2e-5, atol=1e-7
@@ -206,9 +200,7 @@ def test_threshold_uses_current_p_without_gradient_through_indicator():
     # p = 0.5 exactly sits on the boundary; the indicator is a step, so the
     # gradient must be that of -log p alone (w = 1), not a delta spike.
     logp = jnp.log(jnp.asarray(0.5))
-    grad = jax.grad(
-        lambda x: jnp.where(objective.keep(x), objective.per_token_loss(x), 0)
-    )(logp)
+    grad = jax.grad(objective.token_loss)(logp)
     assert float(grad) == -1.0
 
 
