@@ -255,7 +255,29 @@ def plot(diagnosis: continuum.Diagnosis, path: str, title: str) -> None:
     plt.close(fig)
 
 
+def write_outputs(
+    diagnosis: continuum.Diagnosis, context: dict[str, Any], out_dir: str
+) -> str:
+    """Writes diagnosis.png, then diagnosis.json; returns the JSON's path.
+
+    The JSON comes last, so its presence means the diagnosis is complete.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    plot(
+        diagnosis,
+        os.path.join(out_dir, "diagnosis.png"),
+        f"{context['model']} on {context['dataset']}",
+    )
+    path = os.path.join(out_dir, "diagnosis.json")
+    with open(path, "w") as f:
+        json.dump({**context, **diagnosis.to_json()}, f, indent=2)
+    logger.info("wrote diagnosis.json and diagnosis.png to %s", out_dir)
+    return path
+
+
 def _data_config(args):
+    import yaml
+
     from bnll_jax.data import DataConfig
 
     overrides = {}
@@ -263,8 +285,6 @@ def _data_config(args):
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"--set expects key=value, got {item!r}")
-        import yaml
-
         overrides[key] = yaml.safe_load(value)
     if "num_generated" in overrides:
         overrides["num_generated"] = tuple(overrides["num_generated"])
@@ -383,13 +403,5 @@ def run(args: argparse.Namespace) -> int:
     )
     _print_summary(diagnosis, context)
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "diagnosis.json"), "w") as f:
-            json.dump({**context, **diagnosis.to_json()}, f, indent=2)
-        plot(
-            diagnosis,
-            os.path.join(args.out, "diagnosis.png"),
-            f"{context['model']} on {context['dataset']}",
-        )
-        logger.info("wrote diagnosis.json and diagnosis.png to %s", args.out)
+        write_outputs(diagnosis, context, args.out)
     return 0

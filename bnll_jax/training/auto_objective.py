@@ -46,15 +46,7 @@ def resolve(config, max_examples: int | None = None):
         seed=config.seed,
     )
     recommendation = diagnosis.recommendation
-    os.makedirs(config.run_dir, exist_ok=True)
-    diagnose.plot(
-        diagnosis,
-        os.path.join(config.run_dir, "diagnosis.png"),
-        f"{config.model.name} on {config.data.dataset}",
-    )
-    # Written last: its presence means the diagnosis is complete.
-    with open(path, "w") as f:
-        json.dump({**context, **diagnosis.to_json()}, f, indent=2)
+    diagnose.write_outputs(diagnosis, context, config.run_dir)
     logger.info(
         "objective=auto chose %s (%s band; %s). Worth a sweep: %s",
         recommendation.objective,
